@@ -1,0 +1,97 @@
+package redlock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redlockgo/redlock"
+)
+
+// Take a lock on a quorum of five nodes, work while it is valid, release it.
+func Example() {
+	// exampleNodes holds five "host:port" addresses of independent masters.
+	client, err := redlock.Dial(exampleNodes)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer client.Close()
+
+	ctx := context.Background()
+	lock, err := client.Lock(ctx, "orders/42", 10*time.Second)
+	if err != nil {
+		fmt.Println("not obtained:", err)
+		return
+	}
+	defer lock.Unlock(ctx) // releases even if ctx is cancelled by then
+
+	if time.Until(lock.Until()) > 0 { // check validity before touching the resource
+		fmt.Println("holding", lock.Key())
+	}
+	// Output: holding orders/42
+}
+
+// A second TryLock on a held key fails with ErrNotObtained; it is contention,
+// not an outage.
+func ExampleClient_TryLock() {
+	client, err := redlock.Dial(exampleNodes)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer client.Close()
+	ctx := context.Background()
+
+	first, err := client.TryLock(ctx, "report", 5*time.Second)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	_, err = client.TryLock(ctx, "report", 5*time.Second)
+	fmt.Println("second attempt obtained:", err == nil)
+	fmt.Println("contended:", errors.Is(err, redlock.ErrNotObtained) && !errors.Is(err, redlock.ErrQuorumUnreachable))
+
+	fmt.Println("unlock:", first.Unlock(ctx))
+	again, err := client.TryLock(ctx, "report", 5*time.Second)
+	fmt.Println("after unlock obtained:", err == nil)
+	again.Unlock(ctx)
+	// Output:
+	// second attempt obtained: false
+	// contended: true
+	// unlock: <nil>
+	// after unlock obtained: true
+}
+
+// Extend keeps a lock for longer, as long as a quorum still holds it.
+func ExampleLock_Extend() {
+	client, err := redlock.Dial(exampleNodes)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer client.Close()
+	ctx := context.Background()
+
+	lock, err := client.TryLock(ctx, "batch", 2*time.Second)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	before := lock.Until()
+	if err := lock.Extend(ctx, 30*time.Second); err != nil {
+		fmt.Println("lost or unreachable:", err)
+		return
+	}
+	fmt.Println("validity moved forward:", lock.Until().After(before))
+	fmt.Println(lock.Unlock(ctx))
+
+	// Once released, the lock cannot be extended.
+	err = lock.Extend(ctx, time.Second)
+	fmt.Println(errors.Is(err, redlock.ErrLockLost))
+	// Output:
+	// validity moved forward: true
+	// <nil>
+	// true
+}

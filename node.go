@@ -1,0 +1,110 @@
+package redlock
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+// transport is the seam between the algorithm and the wire: it sends one
+// command or script to one node and returns the reply. Implementations must
+// bound the whole round trip, including getting a connection (dial, AUTH), by
+// ctx's deadline, which carries the per-node timeout. The quorum code only
+// ever talks to nodes through it, so a pipelined transport can replace the
+// pool-per-call one without touching the algorithm.
+type transport interface {
+	do(ctx context.Context, cmd string, args ...interface{}) (interface{}, error)
+	eval(ctx context.Context, s *redis.Script, keysAndArgs ...interface{}) (interface{}, error)
+	close() error
+}
+
+// node is one independent Redis master as the Client sees it.
+type node struct {
+	addr string // host:port or pool[i]; never credentials
+	t    transport
+
+	mu     sync.Mutex
+	runID  string // the server's run_id, learnt at first contact
+	reject error  // permanent refusal found at first contact (not master, duplicate)
+}
+
+// serverInfo is what first contact learns from INFO.
+type serverInfo struct {
+	runID string
+	role  string
+}
+
+// parseInfo reads the fields first contact needs from an INFO reply.
+func parseInfo(s string) serverInfo {
+	var si serverInfo
+	for _, line := range strings.Split(s, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "run_id":
+			si.runID = v
+		case "role":
+			si.role = v
+		}
+	}
+	return si
+}
+
+// ready performs first contact with the node, once: it checks with a single
+// INFO that the node is a master and not the same server as another endpoint
+// (same run_id). Until first contact succeeds it is retried on every
+// operation; a refusal is permanent.
+func (c *Client) ready(ctx context.Context, n *node) error {
+	n.mu.Lock()
+	done, reject := n.runID != "", n.reject
+	n.mu.Unlock()
+	if reject != nil {
+		return reject
+	}
+	if done {
+		return nil
+	}
+	reply, err := redis.String(n.t.do(ctx, "INFO"))
+	if err != nil {
+		return fmt.Errorf("first contact (INFO): %w", err)
+	}
+	si := parseInfo(reply)
+	if si.runID == "" {
+		return fmt.Errorf("first contact: INFO reply without run_id")
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.runID != "" || n.reject != nil { // another operation got there first
+		return n.reject
+	}
+	switch {
+	case si.role != "master":
+		n.reject = fmt.Errorf("%w (role %q)", ErrNotMaster, si.role)
+	default:
+		for _, o := range c.nodes {
+			if o != n && o.runID == si.runID { // o.runID is guarded by c.mu for writes
+				n.reject = fmt.Errorf("%w: %s is the same server as %s (run_id %s)", ErrDuplicateNode, n.addr, o.addr, si.runID)
+			}
+		}
+	}
+	if n.reject == nil {
+		n.runID = si.runID
+	}
+	return n.reject
+}
+
+// eval runs a script on n after first contact.
+func (c *Client) eval(ctx context.Context, n *node, s *redis.Script, keysAndArgs ...interface{}) (interface{}, error) {
+	if err := c.ready(ctx, n); err != nil {
+		return nil, err
+	}
+	return n.t.eval(ctx, s, keysAndArgs...)
+}

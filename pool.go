@@ -1,0 +1,223 @@
+package redlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+// Pool is the source of connections to one Redis node. A *redis.Pool
+// satisfies it. The Client bounds each round trip, including GetContext, by
+// the per-node timeout through ctx; a pool that dials without honouring ctx
+// (redis.Pool.Dial rather than DialContext) can exceed it. Connections must
+// implement redis.ConnWithContext, as redigo's do.
+type Pool interface {
+	GetContext(ctx context.Context) (redis.Conn, error)
+}
+
+var _ Pool = (*redis.Pool)(nil)
+
+// Connection pool settings for the pools that Dial creates.
+const (
+	// DefaultMaxIdle is the number of idle connections kept per node.
+	DefaultMaxIdle = 64
+	// DefaultIdleTimeout closes connections idle for longer.
+	DefaultIdleTimeout = 5 * time.Minute
+)
+
+// endpoint is a parsed node URL. String never shows the password.
+type endpoint struct {
+	addr     string // normalised host:port
+	username string
+	password string
+	db       int
+}
+
+func (e endpoint) String() string { return e.addr }
+
+// parseEndpoint accepts "redis://[user:password@]host:port[/db]" and
+// "host:port". Errors never contain the password: url.Parse's own errors
+// repeat the raw URL, so they are not passed through when it has userinfo.
+func parseEndpoint(raw string) (endpoint, error) {
+	var ep endpoint
+	if strings.TrimSpace(raw) == "" {
+		return ep, errors.New("redlock: empty node URL")
+	}
+	if !strings.Contains(raw, "://") {
+		if at := strings.LastIndex(raw, "@"); at >= 0 {
+			return ep, fmt.Errorf("redlock: node %q: credentials need the redis:// form", "xxxxx@"+raw[at+1:])
+		}
+		addr, err := normaliseAddr(raw)
+		if err != nil {
+			return ep, fmt.Errorf("redlock: node %q: %w", raw, err)
+		}
+		ep.addr = addr
+		return ep, nil
+	}
+	shown := redactURL(raw)
+	u, err := url.Parse(raw)
+	if err != nil {
+		if strings.Contains(raw, "@") {
+			return ep, fmt.Errorf("redlock: node URL %q is malformed", shown)
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return ep, fmt.Errorf("redlock: node URL %q is malformed: %v", shown, err)
+	}
+	if u.Scheme != "redis" {
+		return ep, fmt.Errorf("redlock: node URL %q: unsupported scheme %q (want redis://)", shown, u.Scheme)
+	}
+	if u.Opaque != "" || u.RawQuery != "" || u.Fragment != "" {
+		return ep, fmt.Errorf("redlock: node URL %q: unexpected query, fragment or opaque part", shown)
+	}
+	if ep.addr, err = normaliseAddr(u.Host); err != nil {
+		return ep, fmt.Errorf("redlock: node URL %q: %w", shown, err)
+	}
+	if u.User != nil {
+		ep.username = u.User.Username()
+		ep.password, _ = u.User.Password()
+		if _, set := u.User.Password(); !set {
+			// redis://secret@host: a lone userinfo is the password (requirepass),
+			// as redis-cli and redigo read it.
+			ep.username, ep.password = "", u.User.Username()
+		}
+	}
+	if p := strings.TrimPrefix(u.Path, "/"); p != "" {
+		db, err := strconv.Atoi(p)
+		if err != nil || db < 0 {
+			return ep, fmt.Errorf("redlock: node URL %q: database %q is not a non-negative integer", shown, p)
+		}
+		ep.db = db
+	}
+	return ep, nil
+}
+
+// normaliseAddr validates host:port and returns it in canonical form
+// (lower-case host, canonical IP text), so that duplicates are recognised.
+func normaliseAddr(hostport string) (string, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return "", fmt.Errorf("want host:port: %v", err)
+	}
+	if host == "" {
+		return "", errors.New("missing host")
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return "", fmt.Errorf("invalid port %q", port)
+	}
+	host = strings.ToLower(host)
+	if ip := net.ParseIP(host); ip != nil {
+		host = ip.String()
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p)), nil
+}
+
+// redactURL hides the userinfo of a raw URL, parsed or not: everything
+// between "://" and the last '@' (node URLs have no '@' in their path).
+func redactURL(raw string) string {
+	i := strings.Index(raw, "://")
+	if i < 0 {
+		return raw
+	}
+	if at := strings.LastIndex(raw[i+3:], "@"); at >= 0 {
+		return raw[:i+3] + "xxxxx@" + raw[i+3+at+1:]
+	}
+	return raw
+}
+
+// dialPool builds the connection pool for one endpoint.
+func dialPool(ep endpoint) *redis.Pool {
+	return &redis.Pool{
+		MaxIdle:     DefaultMaxIdle,
+		IdleTimeout: DefaultIdleTimeout,
+		DialContext: func(ctx context.Context) (redis.Conn, error) { return dialConn(ctx, ep) },
+	}
+}
+
+// dialConn dials one connection. The whole handshake (TCP connect, AUTH,
+// SELECT) is bounded by ctx: redigo bounds AUTH and SELECT by ctx itself, and
+// the socket deadline set here bounds anything else; it is cleared before the
+// connection is handed out so later commands set their own.
+func dialConn(ctx context.Context, ep endpoint) (redis.Conn, error) {
+	var nc net.Conn
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if dl, ok := ctx.Deadline(); ok {
+			_ = c.SetDeadline(dl)
+		}
+		nc = c
+		return c, nil
+	}
+	opts := []redis.DialOption{redis.DialContextFunc(dial)}
+	if ep.password != "" {
+		opts = append(opts, redis.DialUsername(ep.username), redis.DialPassword(ep.password))
+	}
+	if ep.db != 0 {
+		opts = append(opts, redis.DialDatabase(ep.db))
+	}
+	c, err := redis.DialContext(ctx, "tcp", ep.addr, opts...)
+	if err != nil {
+		return nil, redactErr(err, ep.password)
+	}
+	if err := nc.SetDeadline(time.Time{}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// redactErr guarantees that no error leaving the dialer repeats the password.
+func redactErr(err error, password string) error {
+	if password == "" || !strings.Contains(err.Error(), password) {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), password, "xxxxx"))
+}
+
+// poolTransport is the pool-per-call transport: each command borrows a
+// connection from the node's Pool for one round trip.
+type poolTransport struct {
+	pool  Pool
+	owned *redis.Pool // closed by close when the Client dialled it
+}
+
+var _ transport = (*poolTransport)(nil)
+
+func (p *poolTransport) do(ctx context.Context, cmd string, args ...interface{}) (interface{}, error) {
+	c, err := p.pool.GetContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return redis.DoContext(c, ctx, cmd, args...)
+}
+
+func (p *poolTransport) eval(ctx context.Context, s *redis.Script, keysAndArgs ...interface{}) (interface{}, error) {
+	c, err := p.pool.GetContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return s.DoContext(ctx, c, keysAndArgs...)
+}
+
+func (p *poolTransport) close() error {
+	if p.owned == nil {
+		return nil
+	}
+	return p.owned.Close()
+}
