@@ -57,7 +57,7 @@ func parseInfo(s string) serverInfo {
 
 // ready performs first contact with the node, once: it checks with a single
 // INFO that the node is a master and not the same server as another endpoint
-// (same run_id). Until first contact succeeds it is retried on every
+// (same run_id). A server whose INFO lacks these fields is accepted unchecked. Until first contact succeeds it is retried on every
 // operation; a refusal is permanent.
 func (c *Client) ready(ctx context.Context, n *node) error {
 	n.mu.Lock()
@@ -75,7 +75,10 @@ func (c *Client) ready(ctx context.Context, n *node) error {
 	}
 	si := parseInfo(reply)
 	if si.runID == "" {
-		return fmt.Errorf("first contact: INFO reply without run_id")
+		// Real Redis always reports run_id and role; in-process servers
+		// (miniredis, used by the demo) and some proxies do not. Such a node
+		// cannot be checked for duplicates or role: it is accepted as is.
+		si.runID = "unknown:" + n.addr
 	}
 
 	c.mu.Lock()
@@ -86,7 +89,7 @@ func (c *Client) ready(ctx context.Context, n *node) error {
 		return n.reject
 	}
 	switch {
-	case si.role != "master":
+	case si.role != "master" && si.role != "":
 		n.reject = fmt.Errorf("%w (role %q)", ErrNotMaster, si.role)
 	default:
 		for _, o := range c.nodes {
