@@ -229,11 +229,12 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 	}
 }
 
-func jitter(max time.Duration) time.Duration {
-	if max <= 0 {
+// jitter returns a random duration in [0, d).
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
 		return 0
 	}
-	return time.Duration(mathrand.Int64N(int64(max)))
+	return time.Duration(mathrand.Int64N(int64(d)))
 }
 
 // checkLockArgs validates the arguments of an acquisition.

@@ -843,3 +843,36 @@ func (c *jumpClock) Now() time.Time {
 	}
 	return time.Now().Add(c.extra)
 }
+
+// TestLockConcurrentUse: one *Lock used from several goroutines at once
+// (run with -race). Unlock wins: afterwards the key is gone everywhere and
+// no Extend succeeds.
+func TestLockConcurrentUse(t *testing.T) {
+	servers, c := cluster(t, 5)
+	ctx := context.Background()
+	l, err := c.TryLock(ctx, "k", 5*time.Second)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				_ = l.Until()
+				_ = l.Extend(ctx, 5*time.Second)
+			}
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, l.Unlock(ctx))
+	wg.Wait()
+	assert.ErrorIs(t, l.Extend(ctx, time.Second), ErrLockLost)
+	require.Eventually(t, func() bool {
+		for _, s := range servers {
+			if v, _ := holder(t, s, "k"); v != "" {
+				return false
+			}
+		}
+		return true
+	}, 2*time.Second, 5*time.Millisecond, "no Extend re-created the key after Unlock")
+}

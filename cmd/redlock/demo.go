@@ -136,8 +136,8 @@ func runDemo(ctx context.Context, cfg demoConfig, out io.Writer) (*demoSummary, 
 		holderUntil  time.Time
 		lastWorker   = -1
 		counter      int64 // the protected resource: read, pause, write back
+		downMask     uint64 // nodes crashed and not yet restarted
 		grants       atomic.Int64
-		downMask     atomic.Uint64
 		failed, unrc atomic.Int64
 	)
 	event := func(format string, args ...any) {
@@ -206,7 +206,9 @@ func runDemo(ctx context.Context, cfg demoConfig, out io.Writer) (*demoSummary, 
 				return
 			}
 			nodes[v].Crash()
-			downMask.Or(1 << v)
+			mu.Lock()
+			downMask |= 1 << v
+			mu.Unlock()
 			event("node %d crashed (data lost)", v+1)
 			if !sleepUntil(runCtx, time.Now().Add(cfg.ttl+cfg.ttl/4)) {
 				return
@@ -215,7 +217,9 @@ func runDemo(ctx context.Context, cfg demoConfig, out io.Writer) (*demoSummary, 
 				event("node %d failed to restart: %v", v+1, err)
 				continue
 			}
-			downMask.And(^uint64(1 << v))
+			mu.Lock()
+			downMask &^= 1 << v
+			mu.Unlock()
 			event("node %d restarted empty, %v after its crash (longer than the ttl)", v+1, (cfg.ttl + cfg.ttl/4).Round(time.Millisecond))
 		}
 	}()
@@ -232,10 +236,10 @@ func runDemo(ctx context.Context, cfg demoConfig, out io.Writer) (*demoSummary, 
 				return
 			case <-t.C:
 				mu.Lock()
-				h := s.handoffs
+				h, down := s.handoffs, downMask
 				mu.Unlock()
 				fmt.Fprintf(out, "%5.1fs  grants %6d  handoffs %6d  nodes %s\n",
-					time.Since(start).Seconds(), grants.Load(), h, nodeStates(len(nodes), downMask.Load()))
+					time.Since(start).Seconds(), grants.Load(), h, nodeStates(len(nodes), down))
 			}
 		}
 	}()
