@@ -135,7 +135,7 @@ func runDemo(ctx context.Context, cfg demoConfig, out io.Writer) (*demoSummary, 
 		holder       = -1       // worker inside its critical section, -1 if none
 		holderUntil  time.Time
 		lastWorker   = -1
-		counter      int64 // the protected resource: read, pause, write back
+		counter      int64  // the protected resource: read, pause, write back
 		downMask     uint64 // nodes crashed and not yet restarted
 		grants       atomic.Int64
 		failed, unrc atomic.Int64
