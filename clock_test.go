@@ -59,9 +59,10 @@ func TestDefaultNodeTimeout(t *testing.T) {
 		{30 * time.Second, MaxNodeTimeout},
 		{10 * time.Second, time.Second},
 		{5 * time.Second, 500 * time.Millisecond},
+		{2 * time.Second, MinNodeTimeout},
 		{time.Second, MinNodeTimeout},
-		{300 * time.Millisecond, MinNodeTimeout},
-		{100 * time.Millisecond, 50 * time.Millisecond}, // never above ttl/2
+		{300 * time.Millisecond, 150 * time.Millisecond}, // never above ttl/2
+		{100 * time.Millisecond, 50 * time.Millisecond},  // never above ttl/2
 		{3 * time.Millisecond, 1500 * time.Microsecond},
 	}
 	for _, tt := range tests {

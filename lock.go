@@ -151,6 +151,9 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	ctx = context.WithoutCancel(ctx)
 	f := c.release(ctx, l.acq, l.name, l.token, c.cfg.nodeTimeoutFor(l.ttl))
 	t, votes := f.collect(tally.held)
+	// Only now, after a quorum announced the release (or the outcome is
+	// known), may this Client's own waiters stop deferring to this lock.
+	c.holders.forget(l)
 	expired := !c.cfg.clock.Now().Before(until)
 	switch {
 	case t.reached() && !expired:

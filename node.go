@@ -18,6 +18,9 @@ import (
 type transport interface {
 	do(ctx context.Context, cmd string, args ...interface{}) (interface{}, error)
 	eval(ctx context.Context, s *redis.Script, keysAndArgs ...interface{}) (interface{}, error)
+	// conn returns a connection of its own for a blocking operation (a
+	// subscription), obtained within ctx; the caller closes it.
+	conn(ctx context.Context) (redis.Conn, error)
 	close() error
 }
 

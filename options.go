@@ -17,12 +17,13 @@ const (
 	// MinNodeTimeout, MaxNodeTimeout and NodeTimeoutDivisor define the default
 	// per-node timeout: ttl/NodeTimeoutDivisor clamped to [MinNodeTimeout,
 	// MaxNodeTimeout], and never above ttl/2. For a 10 s TTL that is 1 s; for
-	// 1 s it is 100 ms. The floor is deliberately above a LAN round trip: a
-	// tighter timeout turns client CPU contention into spurious misses (50 ms
-	// with 64 goroutines on two busy cores did). The timeout only costs time
-	// when a quorum needs a slow node: decisions are taken as soon as the
-	// outcome is certain.
-	MinNodeTimeout     = 100 * time.Millisecond
+	// 2 s and less it is 200 ms (100 ms for a 200 ms TTL). The floor is far
+	// above a LAN round trip on purpose: a tighter timeout turns client CPU
+	// contention into spurious misses (50 ms with 64 goroutines on two busy
+	// cores did, and so did 100 ms on a machine at load 10). The timeout only
+	// costs time when a quorum needs a slow node: decisions are taken as soon
+	// as the outcome is certain.
+	MinNodeTimeout     = 200 * time.Millisecond
 	MaxNodeTimeout     = time.Second
 	NodeTimeoutDivisor = 10
 )

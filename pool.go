@@ -215,6 +215,10 @@ func (p *poolTransport) eval(ctx context.Context, s *redis.Script, keysAndArgs .
 	return s.DoContext(ctx, c, keysAndArgs...)
 }
 
+func (p *poolTransport) conn(ctx context.Context) (redis.Conn, error) {
+	return p.pool.GetContext(ctx)
+}
+
 func (p *poolTransport) close() error {
 	if p.owned == nil {
 		return nil

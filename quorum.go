@@ -62,9 +62,10 @@ func (t tally) unreachable() bool { return t.fail > t.n-quorum(t.n) }
 
 // result is one node's outcome in a fan-out.
 type result struct {
-	vote vote
-	val  int64 // script-specific detail, e.g. the holder's PTTL on a refused acquire
-	err  error // set when vote is voteFail
+	vote   vote
+	val    int64  // script-specific detail, e.g. the holder's PTTL on a refused acquire
+	holder string // on a refused acquire, the holder's token
+	err    error  // set when vote is voteFail
 }
 
 // nodeOp performs one operation on one node within ctx, whose deadline is the

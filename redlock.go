@@ -52,7 +52,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	mathrand "math/rand/v2"
 	"reflect"
 	"sync"
 	"time"
@@ -69,7 +68,12 @@ type Client struct {
 
 	mu     sync.RWMutex // guards closed against the wg.Add of new operations; first contact's run_id writes
 	closed bool
+	done   chan struct{}  // closed by Close: wakes waiting Lock calls
 	wg     sync.WaitGroup // node calls in flight, including background releases
+
+	hub     *hub     // release subscriptions (wake.go)
+	queue   keyQueue // local FIFO of waiting Lock calls per key (wait.go)
+	holders holders  // locks this Client holds, per key (wait.go)
 }
 
 // New returns a Client over the given pools, one per independent Redis
@@ -146,7 +150,9 @@ func newClient(nodes []*node, opts []Option) (*Client, error) {
 			return nil, err
 		}
 	}
-	return &Client{nodes: nodes, cfg: cfg}, nil
+	c := &Client{nodes: nodes, cfg: cfg, done: make(chan struct{})}
+	c.hub = newHub(c)
+	return c, nil
 }
 
 func isNil(p Pool) bool {
@@ -175,7 +181,9 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.closed = true
+	close(c.done)
 	c.mu.Unlock()
+	c.hub.stop()
 	c.wg.Wait()
 	var errs *multierror.Error
 	for _, n := range c.nodes {
@@ -200,41 +208,8 @@ func (c *Client) TryLock(ctx context.Context, key string, ttl time.Duration) (*L
 	if err := c.checkLockArgs("TryLock", ctx, key, ttl); err != nil {
 		return nil, err
 	}
-	return c.attempt(ctx, key, wireTTL(ttl))
-}
-
-// Lock acquires key for ttl, retrying after a random delay (see WithRetry)
-// until it succeeds or ctx ends. Each attempt is a TryLock with a fresh token.
-// When ctx ends it returns an error matching ErrNotObtained and ctx.Err(),
-// carrying the last attempt's outcome.
-func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
-	if err := c.checkLockArgs("Lock", ctx, key, ttl); err != nil {
-		return nil, err
-	}
-	ttl = wireTTL(ttl)
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	<-timer.C
-	for {
-		l, err := c.attempt(ctx, key, ttl)
-		if err == nil || ctx.Err() != nil || errors.Is(err, ErrClosed) {
-			return l, err
-		}
-		timer.Reset(c.cfg.retryDelay + jitter(c.cfg.retryJitter))
-		select {
-		case <-timer.C:
-		case <-ctx.Done():
-			return nil, &opError{msg: err.Error() + ": " + ctx.Err().Error(), causes: []error{err, ctx.Err()}}
-		}
-	}
-}
-
-// jitter returns a random duration in [0, d).
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return time.Duration(mathrand.Int64N(int64(d)))
+	l, _, err := c.attempt(ctx, key, wireTTL(ttl))
+	return l, err
 }
 
 // checkLockArgs validates the arguments of an acquisition.
@@ -274,15 +249,16 @@ func (c *Client) begin() error {
 	return nil
 }
 
-// attempt is one acquisition attempt with a fresh token.
-func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
+// attempt is one acquisition attempt with a fresh token. After a miss it
+// also describes what the waiting logic needs to know.
+func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*Lock, *miss, error) {
 	if err := c.begin(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNotObtained, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrNotObtained, err)
 	}
 	defer c.wg.Done()
 	token, err := newToken()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNotObtained, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrNotObtained, err)
 	}
 	name := c.cfg.keyPrefix + key
 	ms := ttl.Milliseconds()
@@ -294,16 +270,19 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*L
 		if err != nil {
 			return result{vote: voteFail, err: err}
 		}
-		v, pttl, err := parseAcquire(reply)
-		return result{vote: v, val: pttl, err: err}
+		v, pttl, holder, err := parseAcquire(reply)
+		return result{vote: v, val: pttl, holder: holder, err: err}
 	})
 	t, votes := acq.collect(tally.decided)
 	elapsed := c.cfg.clock.Now().Sub(start)
 	d := drift(ttl, c.cfg.driftFactor)
 	v := validity(ttl, elapsed, d)
 	if t.reached() && v > 0 {
-		return &Lock{c: c, key: key, name: name, token: token, ttl: ttl, acq: acq, until: start.Add(ttl - d)}, nil
+		l := &Lock{c: c, key: key, name: name, token: token, ttl: ttl, acq: acq, until: start.Add(ttl - d)}
+		c.holders.set(l)
+		return l, nil, nil
 	}
+	m := missOf(votes, acq.results)
 
 	// A miss: release everywhere our key may be (step 5), under a context
 	// the caller cannot cancel.
@@ -321,7 +300,7 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*L
 	case ctx.Err() == nil && t.fail == 0:
 		what = "lock not obtained: held by another owner"
 	}
-	return nil, newOpError(ctx, what, key, kinds, t, acq.failures(votes))
+	return nil, m, newOpError(ctx, what, key, kinds, t, acq.failures(votes))
 }
 
 // release sends the release script to every node once that node's acquire
@@ -332,7 +311,7 @@ func (c *Client) release(ctx context.Context, acq *fanout, name, token string, t
 		if prior.vote == voteNo {
 			return result{vote: voteNo}
 		}
-		reply, err := c.eval(ctx, n, releaseScript, name, token)
+		reply, err := c.eval(ctx, n, releaseScript, name, token, releaseChannel(name))
 		if err != nil {
 			return result{vote: voteFail, err: err}
 		}

@@ -25,19 +25,28 @@ var (
 )
 
 // parseAcquire classifies the acquire script's reply. On a refusal, pttl is
-// the holder's remaining time in milliseconds (-1 when the key has no TTL).
-func parseAcquire(reply interface{}) (v vote, pttl int64, err error) {
-	vals, err := redis.Int64s(reply, nil)
+// the holder's remaining time in milliseconds (-1 when the key has no TTL)
+// and holder its token.
+func parseAcquire(reply interface{}) (v vote, pttl int64, holder string, err error) {
+	vals, err := redis.Values(reply, nil)
 	if err != nil {
-		return voteFail, 0, fmt.Errorf("redlock: unexpected acquire reply: %w", err)
+		return voteFail, 0, "", fmt.Errorf("redlock: unexpected acquire reply: %w", err)
 	}
+	var flag int64
 	switch {
-	case len(vals) == 1 && vals[0] == 1:
-		return voteYes, 0, nil
-	case len(vals) == 2 && vals[0] == 0:
-		return voteNo, vals[1], nil
+	case len(vals) == 1:
+		if _, err = redis.Scan(vals, &flag); err == nil && flag == 1 {
+			return voteYes, 0, "", nil
+		}
+	case len(vals) == 3:
+		if _, err = redis.Scan(vals, &flag, &pttl, &holder); err == nil && flag == 0 {
+			return voteNo, pttl, holder, nil
+		}
 	}
-	return voteFail, 0, fmt.Errorf("redlock: unexpected acquire reply %v", vals)
+	if err != nil {
+		return voteFail, 0, "", fmt.Errorf("redlock: unexpected acquire reply: %w", err)
+	}
+	return voteFail, 0, "", fmt.Errorf("redlock: unexpected acquire reply %v", vals)
 }
 
 // parseFlag classifies the 0/1 reply of the extend and release scripts.
