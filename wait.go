@@ -97,18 +97,13 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 	}
 	ttl = wireTTL(ttl)
 	name := c.cfg.keyPrefix + key
-	leave, err := c.queue.enter(ctx, c.done, name)
+	slot, err := c.queue.enter(ctx, c.done, name)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %q: waiting behind other Lock calls of this Client: %w", ErrNotObtained, key, err)
 	}
-	defer leave()
+	defer c.queue.leave(name, slot)
 
-	var w *watch
-	defer func() {
-		if w != nil {
-			w.close()
-		}
-	}()
+	var w *watch // the queue's subscription, shared by its successive heads
 	if sib := c.holders.get(name); sib != nil {
 		// Another call of this Client holds the key. Rushing in now would
 		// beat other Clients' waiters, who learn of the release only from
@@ -116,7 +111,7 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 		// holder is checked again once a quorum confirmed our subscription:
 		// its Unlock publishes on a quorum before it forgets the lock, so if
 		// it still holds, one of those nodes will announce to us.
-		w = c.hub.subscribe(releaseChannel(name))
+		w = c.queue.watch(slot, c.hub, releaseChannel(name))
 		w.awaitConfirmed(ctx, quorum(len(c.nodes)), c.cfg.nodeTimeoutFor(ttl))
 		if c.holders.get(name) == sib {
 			d := min(time.Until(sib.Until()), MaxWakeInterval)
@@ -128,6 +123,9 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 	splits := 0
 	for {
 		l, m, err := c.attempt(ctx, key, ttl)
+		if err == nil {
+			c.queue.narrow(slot)
+		}
 		if err == nil || ctx.Err() != nil || errors.Is(err, ErrClosed) {
 			return l, err
 		}
@@ -135,18 +133,42 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 			// Subscribe, then try again at once. A release announced on a
 			// quorum of nodes reaches one of ours once a quorum confirmed;
 			// a node that does not confirm in time only costs the timer.
-			w = c.hub.subscribe(releaseChannel(name))
+			w = c.queue.watch(slot, c.hub, releaseChannel(name))
 			w.awaitConfirmed(ctx, quorum(len(c.nodes)), c.cfg.nodeTimeoutFor(ttl))
 			continue
 		}
 		if m.split {
 			splits++
+			c.queue.widen(slot)
 		} else {
 			splits = 0
 		}
-		if werr := c.waitRelease(ctx, w, m, splits); werr != nil {
+		werr := c.waitRelease(ctx, w, m, splits)
+		if werr == nil && !m.split {
+			// Waiters of other Clients wake on the same announcement. Where
+			// they recently split the vote, spread the attempts out.
+			werr = sleep(ctx, c.done, jitter(c.queue.spread(slot)))
+		}
+		if werr != nil {
 			return nil, &opError{msg: err.Error() + ": " + werr.Error(), causes: []error{err, werr}}
 		}
+	}
+}
+
+// sleep waits for d, or returns ctx's error or ErrClosed.
+func sleep(ctx context.Context, closed <-chan struct{}, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-closed:
+		return ErrClosed
 	}
 }
 
@@ -157,6 +179,11 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 func (c *Client) waitRelease(ctx context.Context, w *watch, m *miss, splits int) error {
 	var d time.Duration
 	switch {
+	case m.winner != "" && w.released(m.winner):
+		// The winner's release was already announced by some node (perhaps
+		// the one that woke us) while others still held its key: they are
+		// about to follow. Let them, briefly, then try again.
+		d = jitter(SplitBackoff)
 	case m.split:
 		d = jitter(min(SplitBackoff<<min(splits-1, 16), MaxSplitBackoff))
 	case m.wait >= 0:
@@ -196,7 +223,9 @@ func jitter(d time.Duration) time.Duration {
 }
 
 // keyQueue queues the waiting Lock calls of one Client per key, in FIFO
-// order: blocked senders on a Go channel are served first come, first served.
+// order (blocked senders on a Go channel are served first come, first
+// served). A key's queue owns its release subscription while anyone waits,
+// so a new head finds it confirmed and is not one round trip behind.
 type keyQueue struct {
 	mu sync.Mutex
 	m  map[string]*keySlot
@@ -204,11 +233,17 @@ type keyQueue struct {
 
 type keySlot struct {
 	ch   chan struct{} // capacity 1: the head holds it
-	refs int
+	refs int           // calls queued or at the head; guarded by keyQueue.mu
+	w    *watch        // the subscription, once a head needed it; guarded by keyQueue.mu
+	// spreadD is the window over which a woken head delays its attempt: it
+	// doubles after a split vote and halves after a win (guarded by
+	// keyQueue.mu). Within one Client only the head competes, so it stays 0
+	// unless other Clients contend for the key.
+	spreadD time.Duration
 }
 
-// enter waits for the key's turn; leave must be called once done.
-func (q *keyQueue) enter(ctx context.Context, closed <-chan struct{}, name string) (leave func(), err error) {
+// enter waits for the key's turn; leave must follow.
+func (q *keyQueue) enter(ctx context.Context, closed <-chan struct{}, name string) (*keySlot, error) {
 	q.mu.Lock()
 	if q.m == nil {
 		q.m = map[string]*keySlot{}
@@ -220,23 +255,67 @@ func (q *keyQueue) enter(ctx context.Context, closed <-chan struct{}, name strin
 	}
 	s.refs++
 	q.mu.Unlock()
-	drop := func() {
-		q.mu.Lock()
-		if s.refs--; s.refs == 0 {
-			delete(q.m, name)
-		}
-		q.mu.Unlock()
-	}
 	select {
 	case s.ch <- struct{}{}:
-		return func() { <-s.ch; drop() }, nil
+		return s, nil
 	case <-ctx.Done():
-		drop()
+		q.drop(name, s)
 		return nil, ctx.Err()
 	case <-closed:
-		drop()
+		q.drop(name, s)
 		return nil, ErrClosed
 	}
+}
+
+// leave ends the head's turn.
+func (q *keyQueue) leave(name string, s *keySlot) {
+	<-s.ch
+	q.drop(name, s)
+}
+
+// drop removes one call; the last one closes the subscription.
+func (q *keyQueue) drop(name string, s *keySlot) {
+	q.mu.Lock()
+	s.refs--
+	var w *watch
+	if s.refs == 0 {
+		delete(q.m, name)
+		w, s.w = s.w, nil
+	}
+	q.mu.Unlock()
+	if w != nil {
+		w.close()
+	}
+}
+
+func (q *keyQueue) spread(s *keySlot) time.Duration {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return s.spreadD
+}
+
+func (q *keyQueue) widen(s *keySlot) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s.spreadD = min(max(2*s.spreadD, SplitBackoff), MaxSplitBackoff)
+}
+
+func (q *keyQueue) narrow(s *keySlot) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if s.spreadD /= 2; s.spreadD < SplitBackoff/4 {
+		s.spreadD = 0
+	}
+}
+
+// watch returns the slot's subscription, subscribing on first use.
+func (q *keyQueue) watch(s *keySlot, h *hub, channel string) *watch {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if s.w == nil {
+		s.w = h.subscribe(channel)
+	}
+	return s.w
 }
 
 // holders records, per Redis key, the lock this Client currently holds

@@ -37,12 +37,13 @@ type hub struct {
 type watch struct {
 	h       *hub
 	channel string
-	signal  chan struct{}   // buffered 1: new tokens are pending
-	pending []string        // released tokens not yet taken; guarded by h.mu
-	seen    map[string]bool // tokens already delivered; guarded by h.mu
-	// confirmed receives the index of each node that confirmed the
-	// subscription; buffered to the node count.
-	confirmed chan int
+	signal  chan struct{} // buffered 1: new tokens are pending
+	pending []string      // released tokens not yet taken; guarded by h.mu
+	recent  []string      // the last announced tokens, newest last; guarded by h.mu
+	// ok holds the nodes that confirmed the subscription on their current
+	// connection; guarded by h.mu. confirmed signals a change (buffered 1).
+	ok        map[int]bool
+	confirmed chan struct{}
 }
 
 // nodeSub is the subscriber connection to one node.
@@ -69,8 +70,8 @@ func newHub(c *Client) *hub {
 // subscribe registers a watch on channel with every node. The caller must
 // close it. Confirmations arrive on w.confirmed as nodes acknowledge.
 func (h *hub) subscribe(channel string) *watch {
-	w := &watch{h: h, channel: channel, signal: make(chan struct{}, 1), seen: map[string]bool{},
-		confirmed: make(chan int, len(h.subs))}
+	w := &watch{h: h, channel: channel, signal: make(chan struct{}, 1),
+		ok: map[int]bool{}, confirmed: make(chan struct{}, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	set := h.watch[channel]
@@ -87,7 +88,7 @@ func (h *hub) subscribe(channel string) *watch {
 		}
 		switch {
 		case s.ok[channel]:
-			w.confirmed <- s.i
+			w.ok[s.i] = true
 		case s.conn != nil && s.refs[channel] == 1:
 			s.send("SUBSCRIBE", channel)
 		case s.cancel == nil && !h.closed:
@@ -134,6 +135,29 @@ func (s *nodeSub) closeIdle() {
 	}
 }
 
+// recentTokens bounds the memory of announced tokens per watch. The N
+// announcements of one release arrive within a round trip of each other;
+// remembering the last few dozen releases is plenty to deduplicate them.
+const recentTokens = 64
+
+// announced reports whether the release of token was announced recently.
+// Called with h.mu held.
+func (w *watch) announced(token string) bool {
+	for _, t := range w.recent {
+		if t == token {
+			return true
+		}
+	}
+	return false
+}
+
+// released is announced for callers without h.mu.
+func (w *watch) released(token string) bool {
+	w.h.mu.Lock()
+	defer w.h.mu.Unlock()
+	return w.announced(token)
+}
+
 // take returns the tokens released since the last call.
 func (w *watch) take() []string {
 	w.h.mu.Lock()
@@ -148,18 +172,21 @@ func (w *watch) take() []string {
 func (w *watch) awaitConfirmed(ctx context.Context, n int, timeout time.Duration) bool {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	seen := map[int]bool{}
-	for len(seen) < n {
+	for {
+		w.h.mu.Lock()
+		got := len(w.ok)
+		w.h.mu.Unlock()
+		if got >= n {
+			return true
+		}
 		select {
-		case i := <-w.confirmed:
-			seen[i] = true
+		case <-w.confirmed:
 		case <-t.C:
 			return false
 		case <-ctx.Done():
 			return false
 		}
 	}
-	return true
 }
 
 // send writes a subscription command on the node's connection. Called with
@@ -220,6 +247,11 @@ func (s *nodeSub) run(ctx context.Context) {
 			if s.conn == psc {
 				s.conn = nil
 				clear(s.ok)
+				for _, set := range s.h.watch {
+					for w := range set {
+						delete(w.ok, s.i)
+					}
+				}
 			}
 			s.h.mu.Unlock()
 		}
@@ -260,8 +292,9 @@ func (h *hub) confirm(s *nodeSub, channel string) {
 	}
 	s.ok[channel] = true
 	for w := range h.watch[channel] {
+		w.ok[s.i] = true
 		select {
-		case w.confirmed <- s.i:
+		case w.confirmed <- struct{}{}:
 		default:
 		}
 	}
@@ -273,10 +306,13 @@ func (h *hub) dispatch(channel, token string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for w := range h.watch[channel] {
-		if w.seen[token] {
+		if w.announced(token) {
 			continue
 		}
-		w.seen[token] = true
+		if len(w.recent) == recentTokens {
+			w.recent = append(w.recent[:0], w.recent[1:]...)
+		}
+		w.recent = append(w.recent, token)
 		w.pending = append(w.pending, token)
 		select {
 		case w.signal <- struct{}{}:
