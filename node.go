@@ -17,7 +17,7 @@ import (
 // pool-per-call one without touching the algorithm.
 type transport interface {
 	do(ctx context.Context, cmd string, args ...interface{}) (interface{}, error)
-	eval(ctx context.Context, s *redis.Script, keysAndArgs ...interface{}) (interface{}, error)
+	eval(ctx context.Context, s *script, keysAndArgs ...interface{}) (interface{}, error)
 	// conn returns a connection of its own for a blocking operation (a
 	// subscription), obtained within ctx; the caller closes it.
 	conn(ctx context.Context) (redis.Conn, error)
@@ -108,7 +108,7 @@ func (c *Client) ready(ctx context.Context, n *node) error {
 }
 
 // eval runs a script on n after first contact.
-func (c *Client) eval(ctx context.Context, n *node, s *redis.Script, keysAndArgs ...interface{}) (interface{}, error) {
+func (c *Client) eval(ctx context.Context, n *node, s *script, keysAndArgs ...interface{}) (interface{}, error) {
 	if err := c.ready(ctx, n); err != nil {
 		return nil, err
 	}

@@ -38,6 +38,7 @@ type config struct {
 	retryDelay  time.Duration
 	retryJitter time.Duration
 	keyPrefix   string
+	noPipeline  bool
 	clock       clock
 }
 
@@ -94,6 +95,20 @@ func WithRetry(delay, jitter time.Duration) Option {
 func WithKeyPrefix(prefix string) Option {
 	return func(c *config) error {
 		c.keyPrefix = prefix
+		return nil
+	}
+}
+
+// WithPipelining chooses the node transport (default true). With
+// pipelining, each node gets one long-lived connection, taken from its pool
+// (the Pool given to New, or the one Dial creates) for the Client's lifetime
+// and returned by Close; the commands of all goroutines share it and are
+// written and read in batches. Without it, every command borrows a
+// connection from the pool for one round trip (redigo's DoContext).
+// Subscriptions for wake-on-release always use connections of their own.
+func WithPipelining(enabled bool) Option {
+	return func(c *config) error {
+		c.noPipeline = !enabled
 		return nil
 	}
 }

@@ -206,7 +206,7 @@ func (p *poolTransport) do(ctx context.Context, cmd string, args ...interface{})
 	return redis.DoContext(c, ctx, cmd, args...)
 }
 
-func (p *poolTransport) eval(ctx context.Context, s *redis.Script, keysAndArgs ...interface{}) (interface{}, error) {
+func (p *poolTransport) eval(ctx context.Context, s *script, keysAndArgs ...interface{}) (interface{}, error) {
 	c, err := p.pool.GetContext(ctx)
 	if err != nil {
 		return nil, err

@@ -150,6 +150,11 @@ func newClient(nodes []*node, opts []Option) (*Client, error) {
 			return nil, err
 		}
 	}
+	if !cfg.noPipeline {
+		for _, n := range nodes {
+			n.t = newPipeTransport(n.t.(*poolTransport))
+		}
+	}
 	c := &Client{nodes: nodes, cfg: cfg, done: make(chan struct{})}
 	c.hub = newHub(c)
 	return c, nil

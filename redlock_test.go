@@ -90,6 +90,20 @@ func TestTryLockUnlock(t *testing.T) {
 	assert.ErrorIs(t, l.Extend(ctx, time.Second), ErrLockLost)
 }
 
+// heldEverywhere waits until every node holds key with token: TryLock
+// returns once a quorum granted, the other nodes follow within a round trip.
+func heldEverywhere(t *testing.T, servers []*redistest.Server, key, token string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		for _, s := range servers {
+			if v, _ := holder(t, s, key); v != token {
+				return false
+			}
+		}
+		return true
+	}, 2*time.Second, 2*time.Millisecond, "every node holds the lock")
+}
+
 func TestTokensAreUnique(t *testing.T) {
 	seen := map[string]bool{}
 	for i := 0; i < 1000; i++ {
@@ -107,6 +121,7 @@ func TestContendedTryLockLeavesNothing(t *testing.T) {
 
 	a, err := c.TryLock(ctx, "k", 10*time.Second)
 	require.NoError(t, err)
+	heldEverywhere(t, servers, "k", a.Token())
 	_, err = other.TryLock(ctx, "k", 10*time.Second)
 	require.Error(t, err)
 	assert.ErrorIs(t, err, ErrNotObtained)
@@ -459,6 +474,7 @@ func TestExtendUnlockAfterExpiry(t *testing.T) {
 
 	next, err := other.TryLock(ctx, "k", 10*time.Second)
 	require.NoError(t, err)
+	heldEverywhere(t, servers, "k", next.Token())
 	pttls := map[string]int64{}
 	for _, s := range servers {
 		v, pttl := holder(t, s, "k")
@@ -485,6 +501,7 @@ func TestExtendFindsLockGone(t *testing.T) {
 	ctx := context.Background()
 	l, err := c.TryLock(ctx, "k", 10*time.Second)
 	require.NoError(t, err)
+	heldEverywhere(t, servers, "k", l.Token())
 	for _, s := range servers {
 		_, err := s.Do("DEL", "k")
 		require.NoError(t, err)

@@ -19,10 +19,32 @@ var (
 	//go:embed scripts/release.lua
 	releaseSrc string
 
-	acquireScript = redis.NewScript(1, acquireSrc)
-	extendScript  = redis.NewScript(1, extendSrc)
-	releaseScript = redis.NewScript(1, releaseSrc)
+	acquireScript = newScript(1, acquireSrc)
+	extendScript  = newScript(1, extendSrc)
+	releaseScript = newScript(1, releaseSrc)
 )
+
+// script is a Lua script with what the transports need to send it:
+// redis.Script for the pool transport (EVALSHA with EVAL fallback), and its
+// source and key count for the pipelined one.
+type script struct {
+	*redis.Script
+	src  string
+	keys int
+}
+
+func newScript(keys int, src string) *script {
+	return &script{Script: redis.NewScript(keys, src), src: src, keys: keys}
+}
+
+// args returns the arguments of EVALSHA (or, with the source in place of
+// the hash, EVAL): hash, number of keys, keys and arguments.
+func (s *script) args(keysAndArgs []interface{}) []interface{} {
+	a := make([]interface{}, 2+len(keysAndArgs))
+	a[0], a[1] = s.Hash(), s.keys
+	copy(a[2:], keysAndArgs)
+	return a
+}
 
 // parseAcquire classifies the acquire script's reply. On a refusal, pttl is
 // the holder's remaining time in milliseconds (-1 when the key has no TTL)

@@ -1,0 +1,145 @@
+package redlock
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/redlockgo/redlock/internal/redistest"
+)
+
+// connectedClients returns the number of client connections of a node.
+func connectedClients(t *testing.T, s *redistest.Server) int {
+	t.Helper()
+	info, err := redis.String(s.Do("INFO", "clients"))
+	require.NoError(t, err)
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "connected_clients:"); ok {
+			var n int
+			fmt.Sscan(v, &n)
+			return n - 1 // our own INFO connection
+		}
+	}
+	t.Fatal("no connected_clients in INFO")
+	return 0
+}
+
+// Many goroutines share one pipelined connection per node; with the pool
+// transport each needs its own.
+func TestPipelineSharesOneConnection(t *testing.T) {
+	for _, pipelined := range []bool{true, false} {
+		t.Run(fmt.Sprint("pipelined=", pipelined), func(t *testing.T) {
+			servers, c := cluster(t, 3, WithPipelining(pipelined))
+			ctx := context.Background()
+			var wg sync.WaitGroup
+			for w := 0; w < 64; w++ {
+				wg.Add(1)
+				go func(w int) {
+					defer wg.Done()
+					for i := 0; i < 20; i++ {
+						l, err := c.TryLock(ctx, fmt.Sprint("k", w), 10*time.Second)
+						if assert.NoError(t, err) {
+							assert.NoError(t, l.Unlock(ctx))
+						}
+					}
+				}(w)
+			}
+			wg.Wait()
+			conns := connectedClients(t, servers[0])
+			t.Logf("connections to one node after 64 concurrent workers: %d", conns)
+			if pipelined {
+				assert.Equal(t, 1, conns)
+			} else {
+				assert.Greater(t, conns, 4)
+			}
+		})
+	}
+}
+
+// A paused node fails the calls waiting on its pipelined connection at the
+// deadline, and the connection is replaced once the node is back.
+func TestPipelineRecoversFromPausedNode(t *testing.T) {
+	servers, c := cluster(t, 3, WithNodeTimeout(200*time.Millisecond))
+	ctx := context.Background()
+	l, err := c.TryLock(ctx, "warm", time.Second)
+	require.NoError(t, err)
+	require.NoError(t, l.Unlock(ctx))
+
+	servers[0].Pause()
+	servers[1].Pause()
+	start := time.Now()
+	_, err = c.TryLock(ctx, "k", 10*time.Second)
+	assert.ErrorIs(t, err, ErrQuorumUnreachable)
+	assert.ErrorIs(t, err, ErrNodeTimeout)
+	assert.Less(t, time.Since(start), 2*time.Second, "bounded by the per-node timeout")
+	servers[0].Resume()
+	servers[1].Resume()
+
+	require.Eventually(t, func() bool {
+		l, err := c.TryLock(ctx, "k2", 10*time.Second)
+		if err != nil {
+			return false
+		}
+		return l.Unlock(ctx) == nil
+	}, 5*time.Second, 50*time.Millisecond, "the nodes are usable again")
+}
+
+// Scripts flushed between calls: EVALSHA fails with NOSCRIPT and the
+// transport falls back to EVAL, on both transports.
+func TestScriptFlushFallback(t *testing.T) {
+	for _, pipelined := range []bool{true, false} {
+		t.Run(fmt.Sprint("pipelined=", pipelined), func(t *testing.T) {
+			servers, c := cluster(t, 3, WithPipelining(pipelined))
+			ctx := context.Background()
+			for i := 0; i < 3; i++ {
+				for _, s := range servers {
+					_, err := s.Do("SCRIPT", "FLUSH")
+					require.NoError(t, err)
+				}
+				l, err := c.TryLock(ctx, "k", time.Second)
+				require.NoError(t, err)
+				for _, s := range servers {
+					_, err := s.Do("SCRIPT", "FLUSH")
+					require.NoError(t, err)
+				}
+				require.NoError(t, l.Unlock(ctx))
+			}
+		})
+	}
+}
+
+// The core behaviours hold on the pool-per-call transport too.
+func TestPoolTransport(t *testing.T) {
+	servers, c := cluster(t, 5, WithPipelining(false), WithNodeTimeout(2*time.Second))
+	other := dial(t, servers, WithPipelining(false))
+	ctx := context.Background()
+	l, err := c.TryLock(ctx, "k", 10*time.Second)
+	require.NoError(t, err)
+	_, err = other.TryLock(ctx, "k", time.Second)
+	assert.ErrorIs(t, err, ErrNotObtained)
+	assert.NotErrorIs(t, err, ErrQuorumUnreachable)
+	require.NoError(t, l.Extend(ctx, 20*time.Second))
+	require.NoError(t, l.Unlock(ctx))
+
+	servers[4].Pause()
+	defer servers[4].Resume()
+	start := time.Now()
+	l, err = c.TryLock(ctx, "k", 10*time.Second)
+	require.NoError(t, err)
+	assert.Less(t, time.Since(start), time.Second, "a paused node costs no timeout")
+	require.NoError(t, l.Unlock(ctx))
+	servers[4].Resume()
+
+	for _, s := range servers[:3] {
+		s.Kill()
+	}
+	_, err = c.TryLock(ctx, "k", 10*time.Second)
+	assert.ErrorIs(t, err, ErrQuorumUnreachable)
+}
