@@ -10,9 +10,10 @@ import (
 // scripts answer integers or two-element arrays), so these bounds are far
 // above anything a real server sends us, yet far below what could hurt.
 const (
-	maxReplyBulk  = 1 << 20 // bytes in one bulk string
-	maxReplyArray = 1024    // elements in one array
-	maxReplyDepth = 8       // nested arrays
+	maxReplyBulk  = 1 << 20  // bytes in one bulk string
+	maxReplyArray = 1024     // elements in one array
+	maxReplyDepth = 8        // nested arrays
+	maxReplyLine  = 64 << 10 // bytes in one line (simple string, error, header)
 )
 
 // errHostileReply is the cause when a node's reply exceeds the limits above.
@@ -20,10 +21,11 @@ var errHostileReply = errors.New("redlock: malformed or oversized reply from nod
 
 // replyGuard screens the RESP stream read from a node before redigo parses
 // it. redigo allocates whatever a bulk or array header announces
-// (make([]byte, n)) and recurses into nested arrays, inside a goroutine of its
-// own: a broken or hostile peer announcing "$9999999999999" or nesting arrays
-// a million deep would crash the whole process with a panic or an
-// out-of-memory error that no recover can catch. The guard follows the
+// (make([]byte, n)), recurses into nested arrays and accumulates a line until
+// its '\n', inside a goroutine of its own: a broken or hostile peer announcing
+// "$9999999999999", nesting arrays a million deep or streaming a line without
+// end would crash the whole process with a panic or an out-of-memory error
+// that no recover can catch. The guard follows the
 // stream's framing as the bytes pass and fails the read, closing nothing
 // itself (redigo then closes the connection), as soon as a header exceeds
 // the limits. Malformed framing it cannot follow is left for redigo to
@@ -32,7 +34,8 @@ type replyGuard struct {
 	net.Conn
 	err   error
 	skip  int64   // bytes of a bulk payload (with its CRLF) still to pass through
-	line  []byte  // the header line read so far
+	line  []byte  // the start of the line read so far (enough for a header)
+	n     int     // length of the line read so far
 	stack []int64 // elements still expected by each open array
 }
 
@@ -66,12 +69,15 @@ func (g *replyGuard) scan(b []byte) error {
 			if len(g.line) < 64 { // only headers are interpreted; longer lines are text
 				g.line = append(g.line, c)
 			}
+			if g.n++; g.n > maxReplyLine {
+				return fmt.Errorf("%w: line longer than %d bytes", errHostileReply, maxReplyLine)
+			}
 			continue
 		}
 		if err := g.header(); err != nil {
 			return err
 		}
-		g.line = g.line[:0]
+		g.line, g.n = g.line[:0], 0
 	}
 	return nil
 }
