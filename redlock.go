@@ -38,6 +38,16 @@
 // Check Until before each step, keep the TTL generous, and where correctness
 // matters let the resource reject stale holders (fencing).
 //
+// # Security
+//
+// Dial accepts rediss:// URLs and WithTLSConfig for TLS, and
+// redis://user:password@ URLs for ACL users; no error, log line or String
+// output contains a password. At first contact each node's
+// maxmemory-policy is checked: a policy that can evict lock keys gets a
+// warning (WithEvictionWarning) or, with WithStrictEvictionPolicy, the node
+// is refused (ErrEvictionPolicy). docs/security.md gives the threat model,
+// the minimal ACL of a lock user and the recommended node settings.
+//
 // # Errors
 //
 // Failed acquisitions match ErrNotObtained; too few nodes answering also
