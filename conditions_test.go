@@ -1,9 +1,11 @@
 package redlock
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -273,6 +275,29 @@ func TestEvictionPolicy(t *testing.T) {
 		_, err := Dial(redistest.Addrs(servers), WithEvictionWarning(nil))
 		assert.ErrorContains(t, err, "WithEvictionWarning(nil)")
 	})
+}
+
+// TestEvictionDefaultWarning: without a hook the warning goes to
+// slog.Default(), names the node and the policy, and never a password.
+func TestEvictionDefaultWarning(t *testing.T) {
+	s := redistest.Start(t, 1, "--requirepass", "adm1n-pw", "--maxmemory-policy", "allkeys-lru")[0]
+	var buf bytes.Buffer
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
+	defer slog.SetDefault(prev)
+
+	c, err := Dial([]string{"redis://default:adm1n-pw@" + s.Addr})
+	require.NoError(t, err)
+	defer c.Close()
+	l, err := c.TryLock(context.Background(), "k", 10*time.Second)
+	require.NoError(t, err)
+	require.NoError(t, l.Unlock(context.Background()))
+	out := buf.String()
+	assert.Contains(t, out, "level=WARN")
+	assert.Contains(t, out, "maxmemory_policy=allkeys-lru")
+	assert.Contains(t, out, s.Addr)
+	assert.NotContains(t, out, "adm1n-pw")
+	assert.Equal(t, 1, strings.Count(out, "level=WARN"), "once per node")
 }
 
 func TestEvicts(t *testing.T) {
