@@ -45,8 +45,9 @@ type endpoint struct {
 func (e endpoint) String() string { return e.addr }
 
 // parseEndpoint accepts "redis://[user:password@]host:port[/db]", the same
-// with "rediss://" (TLS), and "host:port". Errors never contain the password: url.Parse's own errors
-// repeat the raw URL, so they are not passed through when it has userinfo.
+// with "rediss://" (TLS), and "host:port". Errors never contain the
+// password: url.Parse's own errors repeat the raw URL, so they are not passed
+// through when it has userinfo.
 func parseEndpoint(raw string) (endpoint, error) {
 	var ep endpoint
 	if strings.TrimSpace(raw) == "" {
