@@ -53,6 +53,12 @@ var (
 	// Such a node never counts toward a quorum: one server must not vote twice.
 	ErrDuplicateNode = errors.New("redlock: two endpoints lead to the same Redis server")
 
+	// ErrEvictionPolicy is wrapped in the *NodeError of a node refused at
+	// first contact under WithStrictEvictionPolicy because its
+	// maxmemory-policy (allkeys-* or volatile-*) can evict lock keys. Such a
+	// node never counts toward a quorum.
+	ErrEvictionPolicy = errors.New("redlock: node's maxmemory-policy can evict lock keys")
+
 	// ErrClosed is returned by operations on a closed Client.
 	ErrClosed = errors.New("redlock: client closed")
 )
@@ -65,8 +71,8 @@ type NodeError struct {
 	// for pools given to New. It never contains credentials.
 	Addr string
 	// Err is the cause: ErrNodeTimeout, a connection error, a Redis error
-	// reply (redis.Error), ErrNotMaster, ErrDuplicateNode, or the caller's
-	// context error.
+	// reply (redis.Error), ErrNotMaster, ErrDuplicateNode,
+	// ErrEvictionPolicy, or the caller's context error.
 	Err error
 }
 

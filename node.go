@@ -36,8 +36,9 @@ type node struct {
 
 // serverInfo is what first contact learns from INFO.
 type serverInfo struct {
-	runID string
-	role  string
+	runID  string
+	role   string
+	policy string // maxmemory_policy
 }
 
 // parseInfo reads the fields first contact needs from an INFO reply.
@@ -53,15 +54,25 @@ func parseInfo(s string) serverInfo {
 			si.runID = v
 		case "role":
 			si.role = v
+		case "maxmemory_policy":
+			si.policy = v
 		}
 	}
 	return si
 }
 
+// evicts reports whether a maxmemory-policy can evict lock keys: allkeys-*
+// evicts any key, volatile-* any key with a TTL, and every lock key has one.
+func evicts(policy string) bool {
+	return strings.HasPrefix(policy, "allkeys-") || strings.HasPrefix(policy, "volatile-")
+}
+
 // ready performs first contact with the node, once: it checks with a single
-// INFO that the node is a master and not the same server as another endpoint
-// (same run_id). A server whose INFO lacks these fields is accepted unchecked. Until first contact succeeds it is retried on every
-// operation; a refusal is permanent.
+// INFO that the node is a master, not the same server as another endpoint
+// (same run_id), and whether its maxmemory-policy can evict lock keys (a
+// warning, or a refusal with WithStrictEvictionPolicy). A server whose INFO
+// lacks these fields is accepted unchecked. Until first contact succeeds it is
+// retried on every operation; a refusal is permanent.
 func (c *Client) ready(ctx context.Context, n *node) error {
 	n.mu.Lock()
 	done, reject := n.runID != "", n.reject
@@ -84,16 +95,29 @@ func (c *Client) ready(ctx context.Context, n *node) error {
 		si.runID = "unknown:" + n.addr
 	}
 
+	warn, err := c.admit(n, si)
+	if warn {
+		// Outside the locks: the hook is the caller's code.
+		c.cfg.evictionWarn(n.addr, si.policy)
+	}
+	return err
+}
+
+// admit records the outcome of first contact with n. It reports whether this
+// call is the one that should warn about an evicting policy.
+func (c *Client) admit(n *node, si serverInfo) (warn bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.runID != "" || n.reject != nil { // another operation got there first
-		return n.reject
+		return false, n.reject
 	}
 	switch {
 	case si.role != "master" && si.role != "":
 		n.reject = fmt.Errorf("%w (role %q)", ErrNotMaster, si.role)
+	case evicts(si.policy) && c.cfg.evictionStrict:
+		n.reject = fmt.Errorf("%w (maxmemory-policy %s)", ErrEvictionPolicy, si.policy)
 	default:
 		for _, o := range c.nodes {
 			if o != n && o.runID == si.runID { // o.runID is guarded by c.mu for writes
@@ -104,7 +128,7 @@ func (c *Client) ready(ctx context.Context, n *node) error {
 	if n.reject == nil {
 		n.runID = si.runID
 	}
-	return n.reject
+	return n.reject == nil && evicts(si.policy), n.reject
 }
 
 // eval runs a script on n after first contact.

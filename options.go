@@ -1,7 +1,9 @@
 package redlock
 
 import (
+	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -40,15 +42,34 @@ type config struct {
 	keyPrefix   string
 	noPipeline  bool
 	clock       clock
+
+	tls            *tls.Config // nil: plaintext unless a URL says rediss://
+	evictionWarn   func(addr, policy string)
+	evictionStrict bool
 }
 
 func defaultConfig() config {
 	return config{
-		driftFactor: DefaultDriftFactor,
-		retryDelay:  DefaultRetryDelay,
-		retryJitter: DefaultRetryJitter,
-		clock:       systemClock{},
+		driftFactor:  DefaultDriftFactor,
+		retryDelay:   DefaultRetryDelay,
+		retryJitter:  DefaultRetryJitter,
+		clock:        systemClock{},
+		evictionWarn: warnEviction,
 	}
+}
+
+// newConfig applies opts to the defaults.
+func newConfig(opts []Option) (config, error) {
+	cfg := defaultConfig()
+	for i, o := range opts {
+		if o == nil {
+			return cfg, fmt.Errorf("redlock: option %d is nil", i)
+		}
+		if err := o(&cfg); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, nil
 }
 
 // WithDriftFactor sets the fraction of the TTL reserved for clock-rate
@@ -111,6 +132,65 @@ func WithPipelining(enabled bool) Option {
 		c.noPipeline = !enabled
 		return nil
 	}
+}
+
+// WithTLSConfig makes Dial connect to every node over TLS with a clone of cfg
+// (made when the option is applied: later changes to cfg have no effect, and
+// cfg itself is never modified). Set RootCAs to the CA that signed the
+// servers' certificates, Certificates to a client certificate when the
+// servers require one (tls-auth-clients), and ServerName when the nodes'
+// certificates do not name the address dialled; an empty ServerName is set
+// per node to the host of its URL. Nodes may then be given as host:port or
+// rediss:// URLs; a redis:// URL is refused by Dial rather than sent in
+// clear. Without this option, rediss:// URLs use TLS with the system's roots.
+// The handshake is bounded by the per-node timeout. New, whose pools dial
+// themselves, returns an error for this option.
+func WithTLSConfig(cfg *tls.Config) Option {
+	return func(c *config) error {
+		if cfg == nil {
+			return fmt.Errorf("redlock: WithTLSConfig(nil): want a *tls.Config")
+		}
+		c.tls = cfg.Clone()
+		return nil
+	}
+}
+
+// WithEvictionWarning sets the function called at first contact with a node
+// whose maxmemory-policy can evict lock keys (allkeys-* evicts any key,
+// volatile-* any key with a TTL, which every lock key has): eviction deletes
+// a held lock early and lets a second holder in. warn is called at most once
+// per node, from the goroutine of the operation that made first contact, with
+// the node's address (never credentials) and its policy; it must not block.
+// The default logs one warning through slog.Default(); pass a no-op function
+// to silence it. See WithStrictEvictionPolicy to refuse such nodes instead.
+func WithEvictionWarning(warn func(addr, policy string)) Option {
+	return func(c *config) error {
+		if warn == nil {
+			return fmt.Errorf("redlock: WithEvictionWarning(nil): want a function (use a no-op to silence warnings)")
+		}
+		c.evictionWarn = warn
+		return nil
+	}
+}
+
+// WithStrictEvictionPolicy refuses, at first contact, every node whose
+// maxmemory-policy can evict lock keys: such a node never counts toward a
+// quorum, and operations report it as a *NodeError wrapping
+// ErrEvictionPolicy. The warning of WithEvictionWarning is then not called.
+// Only noeviction (the Redis default) is accepted; nodes whose INFO does not
+// report a policy are accepted. The policy is read once per node: changing it
+// with CONFIG SET later goes unnoticed.
+func WithStrictEvictionPolicy() Option {
+	return func(c *config) error {
+		c.evictionStrict = true
+		return nil
+	}
+}
+
+// warnEviction is the default eviction warning.
+func warnEviction(addr, policy string) {
+	slog.Default().Warn("redlock: node's maxmemory-policy can evict lock keys and let a second holder in; set maxmemory-policy noeviction",
+		"node", addr, "maxmemory_policy", policy)
 }
 
 // withClock replaces the monotonic clock (tests only: client-side drift).

@@ -98,25 +98,35 @@ func (t *pipeTransport) dial(done chan struct{}) {
 }
 
 func (t *pipeTransport) do(ctx context.Context, cmd string, args ...interface{}) (interface{}, error) {
-	p, err := t.pipe(ctx)
-	if err != nil {
-		return nil, err
+	for {
+		p, err := t.pipe(ctx)
+		if err != nil {
+			return nil, err
+		}
+		v, err := p.call(ctx, cmd, args...)
+		var ns *notSentError
+		if errors.As(err, &ns) && ctx.Err() == nil {
+			continue // the connection died before our command went out: a fresh one may take it
+		}
+		return v, err
 	}
-	return p.call(ctx, cmd, args...)
 }
+
+// notSentError fails a call whose command never reached the connection
+// (it was already dead): unlike other failures, its outcome is known.
+type notSentError struct{ err error }
+
+func (e *notSentError) Error() string { return e.err.Error() }
+func (e *notSentError) Unwrap() error { return e.err }
 
 // eval sends EVALSHA and, if the node does not know the script (flushed or
 // restarted), EVAL: redis.Script's own fallback, over the pipeline.
 func (t *pipeTransport) eval(ctx context.Context, s *script, keysAndArgs ...interface{}) (interface{}, error) {
-	p, err := t.pipe(ctx)
-	if err != nil {
-		return nil, err
-	}
 	args := s.args(keysAndArgs)
-	v, err := p.call(ctx, "EVALSHA", args...)
+	v, err := t.do(ctx, "EVALSHA", args...)
 	if e, ok := err.(redis.Error); ok && strings.HasPrefix(string(e), "NOSCRIPT ") {
 		args[0] = s.src
-		v, err = p.call(ctx, "EVAL", args...)
+		v, err = t.do(ctx, "EVAL", args...)
 	}
 	return v, err
 }
@@ -178,13 +188,16 @@ func (p *pipe) call(ctx context.Context, cmd string, args ...interface{}) (inter
 	cl := &call{deadline: deadline, ready: make(chan struct{})}
 	p.mu.Lock()
 	if p.dead != nil {
+		err := p.dead
 		p.mu.Unlock()
-		return nil, p.dead
+		return nil, &notSentError{err}
 	}
 	if err := p.c.Send(cmd, args...); err != nil {
+		// redigo buffers Send; an error means the connection already
+		// failed to write, before this command.
 		p.mu.Unlock()
 		p.fail(err)
-		return nil, err
+		return nil, &notSentError{err}
 	}
 	p.waiting = append(p.waiting, cl)
 	p.mu.Unlock()

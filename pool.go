@@ -2,6 +2,7 @@ package redlock
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -38,13 +39,15 @@ type endpoint struct {
 	username string
 	password string
 	db       int
+	scheme   string // "redis", "rediss" or "" (bare host:port)
 }
 
 func (e endpoint) String() string { return e.addr }
 
-// parseEndpoint accepts "redis://[user:password@]host:port[/db]" and
-// "host:port". Errors never contain the password: url.Parse's own errors
-// repeat the raw URL, so they are not passed through when it has userinfo.
+// parseEndpoint accepts "redis://[user:password@]host:port[/db]", the same
+// with "rediss://" (TLS), and "host:port". Errors never contain the
+// password: url.Parse's own errors repeat the raw URL, so they are not passed
+// through when it has userinfo.
 func parseEndpoint(raw string) (endpoint, error) {
 	var ep endpoint
 	if strings.TrimSpace(raw) == "" {
@@ -52,7 +55,7 @@ func parseEndpoint(raw string) (endpoint, error) {
 	}
 	if !strings.Contains(raw, "://") {
 		if at := strings.LastIndex(raw, "@"); at >= 0 {
-			return ep, fmt.Errorf("redlock: node %q: credentials need the redis:// form", "xxxxx@"+raw[at+1:])
+			return ep, fmt.Errorf("redlock: node %q: credentials need the redis:// or rediss:// form", "xxxxx@"+raw[at+1:])
 		}
 		addr, err := normaliseAddr(raw)
 		if err != nil {
@@ -73,9 +76,10 @@ func parseEndpoint(raw string) (endpoint, error) {
 		}
 		return ep, fmt.Errorf("redlock: node URL %q is malformed: %v", shown, err)
 	}
-	if u.Scheme != "redis" {
-		return ep, fmt.Errorf("redlock: node URL %q: unsupported scheme %q (want redis://)", shown, u.Scheme)
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return ep, fmt.Errorf("redlock: node URL %q: unsupported scheme %q (want redis:// or rediss://)", shown, u.Scheme)
 	}
+	ep.scheme = u.Scheme
 	if u.Opaque != "" || u.RawQuery != "" || u.Fragment != "" {
 		return ep, fmt.Errorf("redlock: node URL %q: unexpected query, fragment or opaque part", shown)
 	}
@@ -94,6 +98,11 @@ func parseEndpoint(raw string) (endpoint, error) {
 	if p := strings.TrimPrefix(u.Path, "/"); p != "" {
 		db, err := strconv.Atoi(p)
 		if err != nil || db < 0 {
+			if strings.Contains(raw, "@") {
+				// The path of a malformed URL can hold what was meant as
+				// userinfo ("redis://h:1/u:secret@h2:1"): never quote it.
+				return ep, fmt.Errorf("redlock: node URL %q: the database is not a non-negative integer", shown)
+			}
 			return ep, fmt.Errorf("redlock: node URL %q: database %q is not a non-negative integer", shown, p)
 		}
 		ep.db = db
@@ -135,20 +144,44 @@ func redactURL(raw string) string {
 	return raw
 }
 
-// dialPool builds the connection pool for one endpoint.
-func dialPool(ep endpoint) *redis.Pool {
+// tlsFor returns the TLS configuration for ep, or nil for plaintext. TLS is
+// used for rediss:// URLs, and for every node when WithTLSConfig was given; a
+// redis:// URL together with WithTLSConfig is refused rather than silently
+// sent in clear. The result is a clone: the caller's config is never mutated.
+func tlsFor(ep endpoint, cfg *tls.Config) (*tls.Config, error) {
+	switch {
+	case cfg == nil && ep.scheme != "rediss":
+		return nil, nil
+	case cfg != nil && ep.scheme == "redis":
+		return nil, fmt.Errorf("redlock: node %s: redis:// asks for plaintext but WithTLSConfig was given (use rediss:// or host:port)", ep.addr)
+	case cfg == nil:
+		cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	cfg = cfg.Clone()
+	if cfg.ServerName == "" {
+		host, _, _ := net.SplitHostPort(ep.addr) // ep.addr is normalised: no error
+		cfg.ServerName = strings.Trim(host, "[]")
+	}
+	return cfg, nil
+}
+
+// dialPool builds the connection pool for one endpoint; tc is its TLS
+// configuration (nil: plaintext).
+func dialPool(ep endpoint, tc *tls.Config) *redis.Pool {
 	return &redis.Pool{
 		MaxIdle:     DefaultMaxIdle,
 		IdleTimeout: DefaultIdleTimeout,
-		DialContext: func(ctx context.Context) (redis.Conn, error) { return dialConn(ctx, ep) },
+		DialContext: func(ctx context.Context) (redis.Conn, error) { return dialConn(ctx, ep, tc) },
 	}
 }
 
-// dialConn dials one connection. The whole handshake (TCP connect, AUTH,
-// SELECT) is bounded by ctx: redigo bounds AUTH and SELECT by ctx itself, and
-// the socket deadline set here bounds anything else; it is cleared before the
-// connection is handed out so later commands set their own.
-func dialConn(ctx context.Context, ep endpoint) (redis.Conn, error) {
+// dialConn dials one connection. The whole handshake (TCP connect, TLS, AUTH,
+// SELECT) is bounded by ctx: the TLS handshake is done here under ctx rather
+// than by redigo (whose own handshake timeout is 10 s), redigo bounds AUTH and
+// SELECT by ctx itself, and the socket deadline set here bounds anything else;
+// it is cleared before the connection is handed out so later commands set
+// their own. Every reply read from the connection passes the replyGuard.
+func dialConn(ctx context.Context, ep endpoint, tc *tls.Config) (redis.Conn, error) {
 	var nc net.Conn
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var d net.Dialer
@@ -159,8 +192,16 @@ func dialConn(ctx context.Context, ep endpoint) (redis.Conn, error) {
 		if dl, ok := ctx.Deadline(); ok {
 			_ = c.SetDeadline(dl)
 		}
+		if tc != nil {
+			tlsConn := tls.Client(c, tc)
+			if err := tlsConn.HandshakeContext(ctx); err != nil {
+				c.Close()
+				return nil, fmt.Errorf("TLS handshake with %s: %w", ep.addr, err)
+			}
+			c = tlsConn
+		}
 		nc = c
-		return c, nil
+		return &replyGuard{Conn: c}, nil
 	}
 	opts := []redis.DialOption{redis.DialContextFunc(dial)}
 	if ep.password != "" {

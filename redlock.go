@@ -38,6 +38,16 @@
 // Check Until before each step, keep the TTL generous, and where correctness
 // matters let the resource reject stale holders (fencing).
 //
+// # Security
+//
+// Dial accepts rediss:// URLs and WithTLSConfig for TLS, and
+// redis://user:password@ URLs for ACL users; no error, log line or String
+// output contains a password. At first contact each node's
+// maxmemory-policy is checked: a policy that can evict lock keys gets a
+// warning (WithEvictionWarning) or, with WithStrictEvictionPolicy, the node
+// is refused (ErrEvictionPolicy). docs/security.md gives the threat model,
+// the minimal ACL of a lock user and the recommended node settings.
+//
 // # Errors
 //
 // Failed acquisitions match ErrNotObtained; too few nodes answering also
@@ -49,10 +59,12 @@ package redlock
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -102,18 +114,27 @@ func New(pools []Pool, opts ...Option) (*Client, error) {
 }
 
 // Dial returns a Client over the given Redis masters, each given as
-// "redis://[user:password@]host:port[/db]" or "host:port" (a lone
-// "redis://secret@host:port" is a password, as for redis-cli). The Client owns
+// "redis://[user:password@]host:port[/db]", "rediss://..." (TLS, see
+// WithTLSConfig) or "host:port" (a lone "redis://secret@host:port" is a
+// password, as for redis-cli). The Client owns
 // the connection pools it creates and closes them in Close. No connection is
 // made before the first operation. It returns an error for an empty list, a
-// malformed URL, an unsupported scheme or two URLs naming the same host and
-// port (the database is ignored: it is the same server). Errors never contain
-// passwords.
+// malformed URL, an unsupported scheme, a redis:// URL with WithTLSConfig, or
+// two URLs naming the same host and port (the database is ignored: it is the
+// same server). Errors never contain passwords. The connections Dial makes
+// screen every reply for oversized or absurdly nested frames, so that a
+// broken or hostile peer fails as one node instead of exhausting memory.
 func Dial(urls []string, opts ...Option) (*Client, error) {
 	if len(urls) == 0 {
 		return nil, errors.New("redlock: Dial: no node URLs given (want one per Redis master)")
 	}
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
 	seen := make(map[string]int)
+	nodes := make([]*node, len(urls))
+	tcs := make([]*tls.Config, len(urls))
 	eps := make([]endpoint, len(urls))
 	for i, u := range urls {
 		ep, err := parseEndpoint(u)
@@ -124,32 +145,32 @@ func Dial(urls []string, opts ...Option) (*Client, error) {
 			return nil, fmt.Errorf("%w: Dial: URLs %d and %d both name %s", ErrDuplicateNode, j, i, ep.addr)
 		}
 		seen[ep.addr] = i
-		eps[i] = ep
-	}
-	nodes := make([]*node, len(eps))
-	for i, ep := range eps {
-		p := dialPool(ep)
-		nodes[i] = &node{addr: ep.addr, t: &poolTransport{pool: p, owned: p}}
-	}
-	c, err := newClient(nodes, opts)
-	if err != nil {
-		for _, n := range nodes {
-			n.t.close()
-		}
-	}
-	return c, err
-}
-
-func newClient(nodes []*node, opts []Option) (*Client, error) {
-	cfg := defaultConfig()
-	for i, o := range opts {
-		if o == nil {
-			return nil, fmt.Errorf("redlock: option %d is nil", i)
-		}
-		if err := o(&cfg); err != nil {
+		if tcs[i], err = tlsFor(ep, cfg.tls); err != nil {
 			return nil, err
 		}
+		eps[i] = ep
 	}
+	for i, ep := range eps {
+		p := dialPool(ep, tcs[i])
+		nodes[i] = &node{addr: ep.addr, t: &poolTransport{pool: p, owned: p}}
+	}
+	return build(nodes, cfg), nil
+}
+
+// newClient is the end of New: options, then the Client.
+func newClient(nodes []*node, opts []Option) (*Client, error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.tls != nil {
+		return nil, errors.New("redlock: New: WithTLSConfig applies to Dial only (configure TLS in the pools' dialers)")
+	}
+	return build(nodes, cfg), nil
+}
+
+// build assembles a Client over nodes whose transports are pool-per-call.
+func build(nodes []*node, cfg config) *Client {
 	if !cfg.noPipeline {
 		for _, n := range nodes {
 			n.t = newPipeTransport(n.t.(*poolTransport))
@@ -157,8 +178,24 @@ func newClient(nodes []*node, opts []Option) (*Client, error) {
 	}
 	c := &Client{nodes: nodes, cfg: cfg, done: make(chan struct{})}
 	c.hub = newHub(c)
-	return c, nil
+	return c
 }
+
+// String describes the Client by its nodes' addresses (host:port, or pool[i]
+// for New); it never shows credentials. GoString, used by %#v, is the same.
+func (c *Client) String() string {
+	if c == nil {
+		return "redlock.Client(nil)"
+	}
+	addrs := make([]string, len(c.nodes))
+	for i, n := range c.nodes {
+		addrs[i] = n.addr
+	}
+	return "redlock.Client{nodes: [" + strings.Join(addrs, " ") + "]}"
+}
+
+// GoString is String, so that %#v cannot print the configuration.
+func (c *Client) GoString() string { return c.String() }
 
 func isNil(p Pool) bool {
 	if p == nil {

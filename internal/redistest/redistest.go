@@ -42,6 +42,7 @@ type Server struct {
 	Addr string // 127.0.0.1:port
 	Port int
 	args []string
+	tls  *TLS // nil: plaintext
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -65,9 +66,39 @@ func Start(tb testing.TB, n int, extraArgs ...string) []*Server {
 	return servers
 }
 
+// StartTLS is Start for servers that accept only TLS connections, set up by t
+// (see Certs.ServerTLS). Conn and Do connect with t.Client.
+func StartTLS(tb testing.TB, n int, t *TLS, extraArgs ...string) []*Server {
+	tb.Helper()
+	servers := make([]*Server, n)
+	for i := range servers {
+		s, err := NewTLSServer(t, extraArgs...)
+		if err != nil {
+			tb.Fatalf("redistest: %v", err)
+		}
+		tb.Cleanup(s.Close)
+		servers[i] = s
+	}
+	return servers
+}
+
 // NewServer starts one server on a free loopback port. The caller must
 // Close it (Start does so through the test's cleanup).
 func NewServer(extraArgs ...string) (*Server, error) {
+	return newServer(nil, extraArgs)
+}
+
+// NewTLSServer is NewServer for a server that accepts only TLS connections
+// (--port 0, --tls-port on the free port); its readiness check connects over
+// TLS with t.Client.
+func NewTLSServer(t *TLS, extraArgs ...string) (*Server, error) {
+	if t == nil || t.Client == nil {
+		return nil, errors.New("NewTLSServer: want a TLS setup with a client configuration")
+	}
+	return newServer(t, extraArgs)
+}
+
+func newServer(t *TLS, extraArgs []string) (*Server, error) {
 	if _, err := Binary(); err != nil {
 		return nil, err
 	}
@@ -77,7 +108,7 @@ func NewServer(extraArgs ...string) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, args: extraArgs}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, args: extraArgs, tls: t}
 		if lastErr = s.start(); lastErr == nil {
 			return s, nil
 		}
@@ -100,15 +131,18 @@ func (s *Server) start() error {
 	if err != nil {
 		return err
 	}
-	args := append([]string{
-		"--port", strconv.Itoa(s.Port),
+	listen := []string{"--port", strconv.Itoa(s.Port)}
+	if s.tls != nil {
+		listen = s.tls.args(s.Port)
+	}
+	args := append(append(listen,
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
 		"--daemonize", "no",
 		"--dir", os.TempDir(),
 		"--loglevel", "warning",
-	}, s.args...)
+	), s.args...)
 	cmd := exec.Command(bin, args...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -120,7 +154,7 @@ func (s *Server) start() error {
 	go func() { cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if err := ping(s.Addr); err == nil {
+		if err := s.ping(); err == nil {
 			break
 		}
 		select {
@@ -139,9 +173,9 @@ func (s *Server) start() error {
 	return nil
 }
 
-func ping(addr string) error {
-	c, err := redis.Dial("tcp", addr, redis.DialConnectTimeout(time.Second),
-		redis.DialReadTimeout(time.Second), redis.DialWriteTimeout(time.Second))
+// ping checks that the server answers, over TLS for a TLS server.
+func (s *Server) ping() error {
+	c, err := s.dial(time.Second)
 	if err != nil {
 		return err
 	}
@@ -220,11 +254,20 @@ func (s *Server) Close() {
 	s.Kill()
 }
 
-// Conn dials a direct connection to the server with 2-second timeouts,
-// for test assertions outside the library under test.
+// Conn dials a direct connection to the server with 2-second timeouts (over
+// TLS for a TLS server), for test assertions outside the library under test.
 func (s *Server) Conn() (redis.Conn, error) {
-	return redis.Dial("tcp", s.Addr, redis.DialConnectTimeout(2*time.Second),
-		redis.DialReadTimeout(2*time.Second), redis.DialWriteTimeout(2*time.Second))
+	return s.dial(2 * time.Second)
+}
+
+func (s *Server) dial(timeout time.Duration) (redis.Conn, error) {
+	opts := []redis.DialOption{redis.DialConnectTimeout(timeout),
+		redis.DialReadTimeout(timeout), redis.DialWriteTimeout(timeout),
+		redis.DialTLSHandshakeTimeout(timeout)}
+	if s.tls != nil {
+		opts = append(opts, redis.DialUseTLS(true), redis.DialTLSConfig(s.tls.Client))
+	}
+	return redis.Dial("tcp", s.Addr, opts...)
 }
 
 // Do runs one command on a fresh direct connection.
