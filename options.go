@@ -38,6 +38,8 @@ type config struct {
 	retryJitter time.Duration
 	keyPrefix   string
 	clock       clock
+	lossMargin  time.Duration // 0: LossMargin of each lock's TTL and per-node timeout
+	maxHold     time.Duration // 0: auto-extension without a limit
 }
 
 func defaultConfig() config {
@@ -97,6 +99,39 @@ func WithKeyPrefix(prefix string) Option {
 	}
 }
 
+// WithLossMargin sets how long before Until auto-extension (KeepAlive, Do)
+// gives a lock up when no renewal has moved Until (default: LossMargin of the
+// lock's TTL and per-node timeout). It must be positive; Do and KeepAlive
+// refuse a TTL for which the margin and the drift allowance leave less than
+// half the TTL.
+func WithLossMargin(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("redlock: WithLossMargin(%v): want a positive duration", d)
+		}
+		c.lossMargin = d
+		return nil
+	}
+}
+
+// WithMaxHold caps auto-extension: a lock is never renewed so that Until
+// would move past d after KeepAlive was called (for Do: after acquisition).
+// The lock then runs out, and its loss is signalled as usual at Until minus
+// the loss margin, with an error matching ErrLockLost that names the cap; so
+// a lock is kept alive for at most d. The default (no option) is no limit:
+// a holder that hangs keeps its lock as long as its process lives, as with
+// an etcd session, so set a cap when a stuck holder must not block others
+// forever. d must be positive.
+func WithMaxHold(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("redlock: WithMaxHold(%v): want a positive duration", d)
+		}
+		c.maxHold = d
+		return nil
+	}
+}
+
 // withClock replaces the monotonic clock (tests only: client-side drift).
 func withClock(k clock) Option {
 	return func(c *config) error {
@@ -117,4 +152,12 @@ func (c *config) nodeTimeoutFor(ttl time.Duration) time.Duration {
 func defaultNodeTimeout(ttl time.Duration) time.Duration {
 	d := min(max(ttl/NodeTimeoutDivisor, MinNodeTimeout), MaxNodeTimeout)
 	return max(min(d, ttl/2), time.Millisecond)
+}
+
+// lossMarginFor returns the loss margin of auto-extension for ttl.
+func (c *config) lossMarginFor(ttl time.Duration) time.Duration {
+	if c.lossMargin > 0 {
+		return c.lossMargin
+	}
+	return LossMargin(ttl, c.nodeTimeoutFor(ttl))
 }

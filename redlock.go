@@ -70,6 +70,7 @@ type Client struct {
 	mu     sync.RWMutex // guards closed against the wg.Add of new operations; first contact's run_id writes
 	closed bool
 	wg     sync.WaitGroup // node calls in flight, including background releases
+	wd     *watchdog      // auto-extension of this Client's locks (KeepAlive, Do, Done)
 }
 
 // New returns a Client over the given pools, one per independent Redis
@@ -146,7 +147,9 @@ func newClient(nodes []*node, opts []Option) (*Client, error) {
 			return nil, err
 		}
 	}
-	return &Client{nodes: nodes, cfg: cfg}, nil
+	c := &Client{nodes: nodes, cfg: cfg}
+	c.wd = newWatchdog(c)
+	return c, nil
 }
 
 func isNil(p Pool) bool {
@@ -161,10 +164,13 @@ func isNil(p Pool) bool {
 	return false
 }
 
-// Close waits for the node calls still in flight (background releases end
-// within their per-node timeouts) and closes the pools that Dial created.
-// Operations on a closed Client return ErrClosed. Locks obtained from it
-// are not released: Unlock them first. Close is idempotent.
+// Close stops auto-extension, waits for the node calls still in flight
+// (background releases and renewals end within their per-node timeouts) and
+// closes the pools that Dial created. Operations on a closed Client return
+// ErrClosed. Locks obtained from it are not released: Unlock them first (or
+// let Do return). Locks still kept alive are declared lost (ErrLockLost and
+// ErrClosed): their Done channels close and Do cancels fn's context; every
+// other open Done channel closes too. Close is idempotent.
 func (c *Client) Close() error {
 	if c == nil {
 		return nil
@@ -176,6 +182,7 @@ func (c *Client) Close() error {
 	}
 	c.closed = true
 	c.mu.Unlock()
+	c.wd.close()
 	c.wg.Wait()
 	var errs *multierror.Error
 	for _, n := range c.nodes {

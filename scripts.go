@@ -20,7 +20,7 @@ var (
 	releaseSrc string
 
 	acquireScript = redis.NewScript(1, acquireSrc)
-	extendScript  = redis.NewScript(1, extendSrc)
+	extendScript  = redis.NewScript(-1, extendSrc) // any number of keys; the count comes first
 	releaseScript = redis.NewScript(1, releaseSrc)
 )
 
@@ -52,4 +52,27 @@ func parseFlag(script string, reply interface{}) (vote, error) {
 		return voteNo, nil
 	}
 	return voteFail, fmt.Errorf("redlock: unexpected %s reply %d", script, n)
+}
+
+// parseFlags classifies the extend script's reply: one 0/1 flag per key sent.
+func parseFlags(script string, reply interface{}, want int) ([]vote, error) {
+	vals, err := redis.Int64s(reply, nil)
+	if err != nil {
+		return nil, fmt.Errorf("redlock: unexpected %s reply: %w", script, err)
+	}
+	if len(vals) != want {
+		return nil, fmt.Errorf("redlock: unexpected %s reply: %d flags for %d keys", script, len(vals), want)
+	}
+	votes := make([]vote, want)
+	for i, n := range vals {
+		switch n {
+		case 1:
+			votes[i] = voteYes
+		case 0:
+			votes[i] = voteNo
+		default:
+			return nil, fmt.Errorf("redlock: unexpected %s reply: flag %d", script, n)
+		}
+	}
+	return votes, nil
 }
