@@ -261,10 +261,16 @@ func (w *watchdog) run() {
 func (w *watchdog) sweep(now time.Time) ([]ending, time.Duration) {
 	var ends []ending
 	wait := time.Hour
+	// Wake up when the head is due, then also take every renewal due within
+	// its early window: renewing those a little early lets them share this
+	// round trip, and locks renewed together stay together.
+	if w.heap.Len() > 0 && now.Before(w.heap[0].due) {
+		return nil, w.heap[0].due.Sub(now)
+	}
 	for w.heap.Len() > 0 {
 		e := w.heap[0]
 		if at := e.due.Add(-e.early); now.Before(at) {
-			wait = at.Sub(now)
+			wait = e.due.Sub(now)
 			break
 		}
 		heap.Pop(&w.heap)
