@@ -91,14 +91,46 @@ func (l *Lock) Extend(ctx context.Context, ttl time.Duration) error {
 	case !start.Before(until):
 		return fmt.Errorf("%w: %q expired at %v", ErrLockLost, l.key, until.Format(time.RFC3339Nano))
 	}
-	errs, _ := c.extend(ctx, []extension{{l: l, ttl: ttl}})
+	errs, _ := c.extend(ctx, []extension{newExtension(l, ttl)})
 	return errs[0]
 }
 
 // extension asks for one lock's TTL to be raised to ttl (whole milliseconds).
+// Auto-extension keeps one per lock and sends it every renewal period, so it
+// holds what the per-node loop needs in one place: boxed script arguments,
+// and once the acquire has settled everywhere, the nodes that refused it.
 type extension struct {
-	l   *Lock
-	ttl time.Duration
+	l    *Lock
+	ttl  time.Duration
+	args [3]interface{} // the Redis key, our token, ttl in ms
+	// refused has bit i set if node i refused the acquire (our token was
+	// never written there); valid once settled is true, for up to 64 nodes.
+	refused uint64
+	settled bool
+}
+
+func newExtension(l *Lock, ttl time.Duration) extension {
+	return extension{l: l, ttl: ttl, args: [3]interface{}{l.name, l.token, ttl.Milliseconds()}}
+}
+
+// learnAcquire records which nodes refused the acquire, once it has settled
+// on every node (it never blocks).
+func (x *extension) learnAcquire() {
+	if x.settled || len(x.l.acq.done) > 64 {
+		return
+	}
+	var refused uint64
+	for i, d := range x.l.acq.done {
+		select {
+		case <-d:
+		default:
+			return // a straggler: extend waits for it
+		}
+		if x.l.acq.results[i].vote == voteNo {
+			refused |= 1 << i
+		}
+	}
+	x.refused, x.settled = refused, true
 }
 
 // extend runs the extend script for every lock in exts with one round trip
@@ -133,24 +165,30 @@ func (c *Client) extend(ctx context.Context, exts []extension) ([]error, *fanout
 		rows[i] = row
 		args := make([]interface{}, 1, 1+3*len(exts))
 		sent := make([]int, 0, len(exts))
-		for j, x := range exts {
+		for j := range exts {
+			x := &exts[j]
 			// Never overtake our acquire on this node (its own timeout
 			// bounds the wait), and skip nodes that refused it: our token was
 			// never written there.
-			<-x.l.acq.done[i]
-			if x.l.acq.results[i].vote == voteNo {
+			if !x.settled {
+				<-x.l.acq.done[i]
+				if x.l.acq.results[i].vote == voteNo {
+					row[j] = voteNo
+					continue
+				}
+			} else if x.refused&(1<<i) != 0 {
 				row[j] = voteNo
 				continue
 			}
 			sent = append(sent, j)
-			args = append(args, x.l.name)
+			args = append(args, x.args[0])
 		}
 		if len(sent) == 0 {
 			return result{vote: voteNo}
 		}
 		args[0] = len(sent)
 		for _, j := range sent {
-			args = append(args, exts[j].l.token, exts[j].ttl.Milliseconds())
+			args = append(args, exts[j].args[1], exts[j].args[2])
 		}
 		reply, err := c.eval(ctx, n, extendScript, args...)
 		var flags []vote

@@ -93,6 +93,7 @@ type watchEntry struct {
 	capped    bool          // the limit stopped renewals: the lock runs out
 	failures  int           // consecutive renewals that left the fate open
 	lastErr   error         // the last failed renewal's error, reported with a loss
+	ext       extension     // what each renewal sends, built once
 
 	// inflight is non-nil from the moment a renewal carrying this lock is
 	// queued until every round trip of that renewal has ended; claimed says
@@ -368,7 +369,8 @@ func (w *watchdog) work() {
 func (w *watchdog) renew(ctx context.Context, batch []*watchEntry) {
 	exts := make([]extension, len(batch))
 	for j, e := range batch {
-		exts[j] = extension{l: e.l, ttl: e.l.ttl}
+		e.ext.learnAcquire() // only this worker touches e.ext while e is claimed
+		exts[j] = e.ext
 	}
 	start := w.c.cfg.clock.Now()
 	errs, f := w.c.extend(ctx, exts)
@@ -506,6 +508,7 @@ func (l *Lock) keepAlive(op string, onEnd func(error)) error {
 		l.watch = &watchEntry{l: l, index: -1}
 	}
 	e := l.watch
+	ext := newExtension(l, l.ttl)
 	// The last renewal (or the acquisition) started at Until − (ttl − drift).
 	last := l.until.Add(-(l.ttl - drift(l.ttl, c.cfg.driftFactor)))
 	l.mu.Unlock()
@@ -529,7 +532,7 @@ func (l *Lock) keepAlive(op string, onEnd func(error)) error {
 		w.mu.Unlock()
 		return nil
 	}
-	e.keepAlive, e.margin = true, margin
+	e.keepAlive, e.margin, e.ext = true, margin, ext
 	e.renewAt = last.Add(l.ttl / RenewalDivisor)
 	if c.cfg.maxHold > 0 {
 		e.limit = now.Add(c.cfg.maxHold)

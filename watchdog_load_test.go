@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,7 +29,8 @@ import (
 //	REDLOCK_WATCHDOG_LOAD=1 go test -run TestWatchdogLoad -v .
 //
 // REDLOCK_WATCHDOG_LOCKS and REDLOCK_WATCHDOG_WINDOW (a duration) override
-// the lock count and the measuring window (default 40s). Figures are
+// the lock count and the measuring window (default 40s);
+// REDLOCK_WATCHDOG_PROFILE=file writes a CPU profile of the window. Figures are
 // recorded in docs/watchdog.md.
 func TestWatchdogLoad(t *testing.T) {
 	if os.Getenv("REDLOCK_WATCHDOG_LOAD") == "" {
@@ -81,10 +83,18 @@ func TestWatchdogLoad(t *testing.T) {
 	// Steady state: past the first renewal of every lock.
 	time.Sleep(ttl/RenewalDivisor + time.Second)
 
+	if path := os.Getenv("REDLOCK_WATCHDOG_PROFILE"); path != "" {
+		f, err := os.Create(path)
+		require.NoError(t, err)
+		defer f.Close()
+		require.NoError(t, pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
 	cmds0, evals0, srvCPU0 := nodeStats(t, servers)
 	ru0, wall0 := rusage(t), time.Now()
 	time.Sleep(window)
 	ru1, wall := rusage(t), time.Since(wall0)
+	pprof.StopCPUProfile()
 	cmds1, evals1, srvCPU1 := nodeStats(t, servers)
 
 	ended := 0
