@@ -25,7 +25,8 @@ import (
 //     nil and, as far as the Client can tell, the lock was held throughout.
 //
 // A release that cannot reach a quorum is not reported: the key then expires
-// on the remaining nodes within ttl. If fn panics, the lock is released
+// on the remaining nodes within ttl. fn may call l.Unlock to release early;
+// Do then does not release again. If fn panics, the lock is released
 // (renewal stopped first) and the panic continues. Renewal has stopped for
 // good before Do returns. The ttl must leave room for the loss margin (see
 // WithLossMargin); fn must not be nil.
@@ -53,7 +54,13 @@ func (c *Client) Do(ctx context.Context, key string, ttl time.Duration, fn func(
 	// Deferred, so that a panic in fn still releases the lock; the panic then
 	// continues with its original stack.
 	defer func() {
-		uerr := l.Unlock(ctx)
+		l.mu.Lock()
+		released := l.unlocked // fn may release early
+		l.mu.Unlock()
+		var uerr error
+		if !released {
+			uerr = l.Unlock(ctx)
+		}
 		l.mu.Lock()
 		lost := l.lost
 		l.mu.Unlock()

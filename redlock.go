@@ -182,7 +182,9 @@ func (c *Client) Close() error {
 	}
 	c.closed = true
 	c.mu.Unlock()
-	c.wd.close()
+	if c.wd != nil { // nil only in a Client not made by New or Dial
+		c.wd.close()
+	}
 	c.wg.Wait()
 	var errs *multierror.Error
 	for _, n := range c.nodes {

@@ -251,6 +251,20 @@ func TestDoReturnsFnError(t *testing.T) {
 	assert.NotErrorIs(t, err, ErrLockLost)
 }
 
+// fn may release the lock early: Do does not release it again nor report
+// a loss.
+func TestDoEarlyUnlock(t *testing.T) {
+	servers, c := cluster(t, 3)
+	ctx := context.Background()
+	err := c.Do(ctx, "k", time.Second, func(fctx context.Context, l *Lock) error {
+		require.NoError(t, l.Unlock(ctx))
+		<-l.Done()
+		assert.LessOrEqual(t, holders(t, servers, "k", l.Token()), 1, "released by fn")
+		return nil
+	})
+	assert.NoError(t, err)
+}
+
 // TestDoLossJoinsFnError: after a loss, Do's error matches both fn's error
 // and ErrLockLost.
 func TestDoLossJoinsFnError(t *testing.T) {
@@ -337,9 +351,9 @@ func TestDoneOnExpiry(t *testing.T) {
 // TestMaxHold: auto-extension stops at the cap and the loss is reported.
 func TestMaxHold(t *testing.T) {
 	_, c := cluster(t, 3, WithMaxHold(1200*time.Millisecond))
-	start := time.Now()
 	var held time.Duration
 	err := c.Do(context.Background(), "k", 600*time.Millisecond, func(fctx context.Context, l *Lock) error {
+		start := time.Now() // after KeepAlive, which starts the cap
 		select {
 		case <-fctx.Done():
 			held = time.Since(start)
