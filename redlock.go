@@ -38,6 +38,17 @@
 // Check Until before each step, keep the TTL generous, and where correctness
 // matters let the resource reject stale holders (fencing).
 //
+// # Auto-extension
+//
+// Client.Do runs a function under a lock that renews itself by quorum every
+// ttl/3 and cancels the function's context the moment the lock is lost: when
+// a renewal finds it gone, or when Until − LossMargin arrives without a
+// successful renewal. Lock.KeepAlive does the same for a lock from TryLock or
+// Lock, and Lock.Done is closed when a lock ends. One scheduler goroutine per
+// Client renews all its locks, in shared round trips; Unlock stops renewal
+// before it releases. See docs/watchdog.md for the schedule, the margins and
+// the measured cost.
+//
 // # Errors
 //
 // Failed acquisitions match ErrNotObtained; too few nodes answering also

@@ -176,6 +176,9 @@ func TestRenewalFindsLockGone(t *testing.T) {
 	l, err := c.TryLock(ctx, "k", ttl)
 	require.NoError(t, err)
 	require.NoError(t, l.KeepAlive())
+	// TryLock returns at a quorum: let the acquire stragglers land first, or
+	// they would set the key again after the DEL.
+	require.Eventually(t, func() bool { return holders(t, servers, "k", l.Token()) == 5 }, time.Second, 2*time.Millisecond)
 	for _, s := range servers {
 		_, err := s.Do("DEL", "k")
 		require.NoError(t, err)
