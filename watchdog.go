@@ -260,21 +260,18 @@ func (w *watchdog) run() {
 // queues due renewals for the workers. It returns the locks to end and how
 // long to sleep. Called with w.mu held.
 func (w *watchdog) sweep(now time.Time) ([]ending, time.Duration) {
-	var ends []ending
-	wait := time.Hour
 	// Wake up when the head is due, then also take every renewal due within
 	// its early window: renewing those a little early lets them share this
 	// round trip, and locks renewed together stay together.
 	if w.heap.Len() > 0 && now.Before(w.heap[0].due) {
 		return nil, w.heap[0].due.Sub(now)
 	}
-	for w.heap.Len() > 0 {
-		e := w.heap[0]
-		if at := e.due.Add(-e.early); now.Before(at) {
-			wait = e.due.Sub(now)
-			break
-		}
-		heap.Pop(&w.heap)
+	var due []*watchEntry
+	for w.heap.Len() > 0 && !now.Before(w.heap[0].due.Add(-w.heap[0].early)) {
+		due = append(due, heap.Pop(&w.heap).(*watchEntry))
+	}
+	var ends []ending
+	for _, e := range due {
 		l := e.l
 		l.mu.Lock()
 		until := l.until
@@ -300,13 +297,17 @@ func (w *watchdog) sweep(now time.Time) ([]ending, time.Duration) {
 				w.queue = append(w.queue, e)
 			}
 		}
-		w.schedule(e)
+		w.schedule(e) // strictly later than now: each entry is handled once per sweep
 	}
 	need := (len(w.queue) + renewBatchMax - 1) / renewBatchMax
 	for ; need > 0 && w.workers < renewWorkers; need-- {
 		w.workers++
 		w.wg.Add(1)
 		go w.work()
+	}
+	wait := time.Hour
+	if w.heap.Len() > 0 {
+		wait = max(w.heap[0].due.Sub(now), time.Millisecond)
 	}
 	return ends, wait
 }
