@@ -95,3 +95,44 @@ func ExampleLock_Extend() {
 	// <nil>
 	// true
 }
+
+// Do runs work under a lock that renews itself for as long as the work takes,
+// and cancels the work's context the moment the lock is lost.
+func ExampleClient_Do() {
+	client, err := redlock.Dial(exampleNodes)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer client.Close()
+	ctx := context.Background()
+
+	// The work takes three times the TTL: auto-extension keeps the lock.
+	const ttl = time.Second
+	err = client.Do(ctx, "nightly-report", ttl, func(ctx context.Context, lock *redlock.Lock) error {
+		for step := 1; step <= 3; step++ {
+			select {
+			case <-ctx.Done(): // the lock was lost: stop touching the resource
+				return context.Cause(ctx)
+			case <-time.After(ttl):
+			}
+			fmt.Println("step", step, "done, still valid:", time.Now().Before(lock.Until()))
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, redlock.ErrNotObtained):
+		fmt.Println("someone else holds it:", err)
+	case errors.Is(err, redlock.ErrLockLost):
+		fmt.Println("lost the lock mid-way:", err)
+	case err != nil:
+		fmt.Println("work failed:", err)
+	default:
+		fmt.Println("finished, lock released")
+	}
+	// Output:
+	// step 1 done, still valid: true
+	// step 2 done, still valid: true
+	// step 3 done, still valid: true
+	// finished, lock released
+}

@@ -3,6 +3,7 @@ package redlock
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -18,9 +19,14 @@ type Lock struct {
 	ttl   time.Duration
 	acq   *fanout // the successful acquire; later operations wait for its stragglers
 
-	mu       sync.Mutex
+	mu       sync.Mutex // taken after the Client's watchdog mutex, never before it
 	until    time.Time
 	unlocked bool
+	lost     error         // set once auto-extension gave the lock up; final
+	ended    error         // why Done closed (Unlock, expiry, loss, Close); nil while open
+	done     chan struct{} // created by the first Done call, or closed at the end
+	watch    *watchEntry   // the watchdog's entry, once Done or KeepAlive was called; set once
+	onEnd    func(error)   // called once when the lock ends (Do cancels fn's context)
 }
 
 // Key returns the key as given to TryLock or Lock (without the key prefix).
@@ -59,10 +65,11 @@ func (l *Lock) Until() time.Time {
 //
 // Extend succeeds only if a quorum holds the lock and accepts the extension
 // before Until. It returns ErrLockLost when the lock is provably gone (Until
-// passed, a quorum answered that the key is absent or holds another token, or
-// Unlock was called), and ErrQuorumUnreachable (with a *NodeError per failed
-// node) when too few nodes answered; after any failure Until is unchanged.
-// If ctx ends, errors.Is(err, ctx.Err()) holds.
+// passed, a quorum answered that the key is absent or holds another token,
+// Unlock was called, or auto-extension declared the lock lost), and
+// ErrQuorumUnreachable (with a *NodeError per failed node) when too few nodes
+// answered; after any failure Until is unchanged. If ctx ends,
+// errors.Is(err, ctx.Err()) holds.
 func (l *Lock) Extend(ctx context.Context, ttl time.Duration) error {
 	if err := l.check("Extend", ctx); err != nil {
 		return err
@@ -74,32 +81,172 @@ func (l *Lock) Extend(ctx context.Context, ttl time.Duration) error {
 	ttl = wireTTL(ttl)
 	start := c.cfg.clock.Now()
 	l.mu.Lock()
-	until, unlocked := l.until, l.unlocked
+	until, unlocked, lost := l.until, l.unlocked, l.lost
 	l.mu.Unlock()
 	switch {
 	case unlocked:
 		return fmt.Errorf("%w: %q was released by Unlock", ErrLockLost, l.key)
+	case lost != nil:
+		return lost
 	case !start.Before(until):
 		return fmt.Errorf("%w: %q expired at %v", ErrLockLost, l.key, until.Format(time.RFC3339Nano))
 	}
+	errs, _ := c.extend(ctx, []extension{newExtension(l, ttl)})
+	return errs[0]
+}
+
+// extension asks for one lock's TTL to be raised to ttl (whole milliseconds).
+// Auto-extension keeps one per lock and sends it every renewal period, so it
+// holds what the per-node loop needs in one place: boxed script arguments,
+// and once the acquire has settled everywhere, the nodes that refused it.
+type extension struct {
+	l    *Lock
+	ttl  time.Duration
+	args [3]interface{} // the Redis key, our token, ttl in ms
+	// refused has bit i set if node i refused the acquire (our token was
+	// never written there); valid once settled is true, for up to 64 nodes.
+	refused uint64
+	settled bool
+}
+
+func newExtension(l *Lock, ttl time.Duration) extension {
+	return extension{l: l, ttl: ttl, args: [3]interface{}{l.name, l.token, ttl.Milliseconds()}}
+}
+
+// learnAcquire records which nodes refused the acquire, once it has settled
+// on every node (it never blocks).
+func (x *extension) learnAcquire() {
+	if x.settled || len(x.l.acq.done) > 64 {
+		return
+	}
+	var refused uint64
+	for i, d := range x.l.acq.done {
+		select {
+		case <-d:
+		default:
+			return // a straggler: extend waits for it
+		}
+		if x.l.acq.results[i].vote == voteNo {
+			refused |= 1 << i
+		}
+	}
+	x.refused, x.settled = refused, true
+}
+
+// extend runs the extend script for every lock in exts with one round trip
+// per node, and settles each lock's outcome as Extend documents, as soon as
+// that lock's outcome is certain. Extend sends one lock; auto-extension sends
+// every lock due for renewal at once, so that many held locks stay cheap.
+// It returns one error per lock and the fan-out, whose stragglers may still
+// be in flight (nil if the Client is closed).
+func (c *Client) extend(ctx context.Context, exts []extension) ([]error, *fanout) {
+	errs := make([]error, len(exts))
 	if err := c.begin(); err != nil {
-		return err
+		for j := range errs {
+			errs[j] = err
+		}
+		return errs, nil
 	}
 	defer c.wg.Done()
 
-	ms := ttl.Milliseconds()
-	f := c.start(ctx, c.cfg.nodeTimeoutFor(ttl), l.acq, func(ctx context.Context, n *node, prior *result) result {
-		if prior.vote == voteNo {
-			return result{vote: voteNo} // our token was never written there
+	timeout := time.Duration(1<<63 - 1)
+	untils := make([]time.Time, len(exts))
+	for j, x := range exts {
+		timeout = min(timeout, c.cfg.nodeTimeoutFor(x.ttl))
+		untils[j] = x.l.Until()
+	}
+	// rows[i][j] is node i's vote on lock j, written by node i's goroutine
+	// before its result arrives.
+	rows := make([][]vote, len(c.nodes))
+	start := c.cfg.clock.Now()
+	f := c.start(ctx, timeout, nil, func(ctx context.Context, n *node, _ *result) result {
+		i := slices.Index(c.nodes, n)
+		row := make([]vote, len(exts))
+		rows[i] = row
+		args := make([]interface{}, 1, 1+3*len(exts))
+		sent := make([]int, 0, len(exts))
+		for j := range exts {
+			x := &exts[j]
+			// Never overtake our acquire on this node (its own timeout
+			// bounds the wait), and skip nodes that refused it: our token was
+			// never written there.
+			if !x.settled {
+				<-x.l.acq.done[i]
+				if x.l.acq.results[i].vote == voteNo {
+					row[j] = voteNo
+					continue
+				}
+			} else if x.refused&(1<<i) != 0 {
+				row[j] = voteNo
+				continue
+			}
+			sent = append(sent, j)
+			args = append(args, x.args[0])
 		}
-		reply, err := c.eval(ctx, n, extendScript, l.name, l.token, ms)
+		if len(sent) == 0 {
+			return result{vote: voteNo}
+		}
+		args[0] = len(sent)
+		for _, j := range sent {
+			args = append(args, exts[j].args[1], exts[j].args[2])
+		}
+		reply, err := c.eval(ctx, n, extendScript, args...)
+		var flags []vote
+		if err == nil {
+			flags, err = parseFlags("extend", reply, len(sent))
+		}
 		if err != nil {
+			for _, j := range sent {
+				row[j] = voteFail
+			}
 			return result{vote: voteFail, err: err}
 		}
-		v, err := parseFlag("extend", reply)
-		return result{vote: v, err: err}
+		for k, j := range sent {
+			row[j] = flags[k]
+		}
+		return result{vote: voteYes}
 	})
-	t, votes := f.collect(tally.held)
+
+	tallies := make([]tally, len(exts))
+	votes := make([][]vote, len(exts)) // votes[j][i]: node i's vote on lock j, once arrived
+	for j := range exts {
+		tallies[j].n = len(c.nodes)
+		votes[j] = make([]vote, len(c.nodes))
+	}
+	settled := make([]bool, len(exts))
+	settle := func(j int) {
+		x := exts[j]
+		errs[j] = x.l.settleExtend(ctx, start, untils[j], x.ttl, tallies[j], f.failures(votes[j]))
+		settled[j] = true
+	}
+	left := len(exts)
+	for got := 0; got < len(c.nodes) && left > 0; got++ {
+		i := <-f.arrived
+		for j := range exts {
+			if settled[j] {
+				continue
+			}
+			votes[j][i] = rows[i][j]
+			tallies[j].add(rows[i][j])
+			if tallies[j].held() {
+				settle(j)
+				left--
+			}
+		}
+	}
+	for j := range exts {
+		if !settled[j] {
+			settle(j)
+		}
+	}
+	return errs, f
+}
+
+// settleExtend decides the outcome of one extension to ttl that started at
+// start, while the lock was valid until until, from its tally (the decision
+// of Extend): on success it moves Until forward (never back).
+func (l *Lock) settleExtend(ctx context.Context, start, until time.Time, ttl time.Duration, t tally, failed []error) error {
+	c := l.c
 	now := c.cfg.clock.Now()
 	switch {
 	case t.reached() && now.Before(until):
@@ -111,15 +258,15 @@ func (l *Lock) Extend(ctx context.Context, ttl time.Duration) error {
 		l.mu.Unlock()
 		return nil
 	case t.reached():
-		return newOpError(ctx, "extension reached a quorum only after the lock's validity ended", l.key, []error{ErrLockLost}, t, f.failures(votes))
+		return newOpError(ctx, "extension reached a quorum only after the lock's validity ended", l.key, []error{ErrLockLost}, t, failed)
 	case t.refusedByQuorum():
-		return newOpError(ctx, "lock lost: a quorum no longer holds it", l.key, []error{ErrLockLost}, t, f.failures(votes))
+		return newOpError(ctx, "lock lost: a quorum no longer holds it", l.key, []error{ErrLockLost}, t, failed)
 	case !now.Before(until):
-		return newOpError(ctx, "lock expired during the extension", l.key, []error{ErrLockLost}, t, f.failures(votes))
+		return newOpError(ctx, "lock expired during the extension", l.key, []error{ErrLockLost}, t, failed)
 	case ctx.Err() != nil:
-		return newOpError(ctx, "extension cancelled", l.key, nil, t, f.failures(votes))
+		return newOpError(ctx, "extension cancelled", l.key, nil, t, failed)
 	}
-	return newOpError(ctx, "extension failed: quorum unreachable", l.key, []error{ErrQuorumUnreachable}, t, f.failures(votes))
+	return newOpError(ctx, "extension failed: quorum unreachable", l.key, []error{ErrQuorumUnreachable}, t, failed)
 }
 
 // Unlock releases the lock on every node that holds it, comparing the token
@@ -134,6 +281,11 @@ func (l *Lock) Extend(ctx context.Context, ttl time.Duration) error {
 // quorum held it, or Until had passed), and one matching ErrQuorumUnreachable
 // when too few nodes answered to tell. Unlock may be called again, for
 // example after ErrQuorumUnreachable; every call attempts every node.
+//
+// Unlock first stops auto-extension (KeepAlive, Do) for good: if a renewal is
+// in flight, it waits for that renewal's round trips to end (at most one
+// per-node timeout) before sending the release, so that no renewal is ever
+// sent once Unlock has returned. It then closes Done.
 func (l *Lock) Unlock(ctx context.Context) error {
 	if err := l.check("Unlock", ctx); err != nil {
 		return err
@@ -141,6 +293,19 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	c := l.c
 	l.mu.Lock()
 	l.unlocked = true
+	e := l.watch
+	l.mu.Unlock()
+	if e != nil {
+		// Redisson's watchdog could renew after unlock() and keep an orphan
+		// alive forever; here the entry leaves the schedule under the
+		// watchdog's mutex, so no new renewal can start, and we wait out the
+		// one that may have started before.
+		if inflight := c.wd.stop(e); inflight != nil {
+			<-inflight
+		}
+	}
+	l.finish(fmt.Errorf("%w: %q was released by Unlock", ErrLockLost, l.key), false)
+	l.mu.Lock()
 	until := l.until
 	l.mu.Unlock()
 	if err := c.begin(); err != nil {

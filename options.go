@@ -46,6 +46,8 @@ type config struct {
 	tls            *tls.Config // nil: plaintext unless a URL says rediss://
 	evictionWarn   func(addr, policy string)
 	evictionStrict bool
+	lossMargin     time.Duration // 0: LossMargin of each lock's TTL and per-node timeout
+	maxHold        time.Duration // 0: auto-extension without a limit
 }
 
 func defaultConfig() config {
@@ -155,6 +157,21 @@ func WithTLSConfig(cfg *tls.Config) Option {
 	}
 }
 
+// WithLossMargin sets how long before Until auto-extension (KeepAlive, Do)
+// gives a lock up when no renewal has moved Until (default: LossMargin of the
+// lock's TTL and per-node timeout). It must be positive; Do and KeepAlive
+// refuse a TTL for which the margin and the drift allowance leave less than
+// half the TTL.
+func WithLossMargin(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("redlock: WithLossMargin(%v): want a positive duration", d)
+		}
+		c.lossMargin = d
+		return nil
+	}
+}
+
 // WithEvictionWarning sets the function called at first contact with a node
 // whose maxmemory-policy can evict lock keys (allkeys-* evicts any key,
 // volatile-* any key with a TTL, which every lock key has): eviction deletes
@@ -169,6 +186,24 @@ func WithEvictionWarning(warn func(addr, policy string)) Option {
 			return fmt.Errorf("redlock: WithEvictionWarning(nil): want a function (use a no-op to silence warnings)")
 		}
 		c.evictionWarn = warn
+		return nil
+	}
+}
+
+// WithMaxHold caps auto-extension: a lock is never renewed so that Until
+// would move past d after KeepAlive was called (for Do: after acquisition).
+// The lock then runs out, and its loss is signalled as usual at Until minus
+// the loss margin, with an error matching ErrLockLost that names the cap; so
+// a lock is kept alive for at most d. The default (no option) is no limit:
+// a holder that hangs keeps its lock as long as its process lives, as with
+// an etcd session, so set a cap when a stuck holder must not block others
+// forever. d must be positive.
+func WithMaxHold(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("redlock: WithMaxHold(%v): want a positive duration", d)
+		}
+		c.maxHold = d
 		return nil
 	}
 }
@@ -213,4 +248,12 @@ func (c *config) nodeTimeoutFor(ttl time.Duration) time.Duration {
 func defaultNodeTimeout(ttl time.Duration) time.Duration {
 	d := min(max(ttl/NodeTimeoutDivisor, MinNodeTimeout), MaxNodeTimeout)
 	return max(min(d, ttl/2), time.Millisecond)
+}
+
+// lossMarginFor returns the loss margin of auto-extension for ttl.
+func (c *config) lossMarginFor(ttl time.Duration) time.Duration {
+	if c.lossMargin > 0 {
+		return c.lossMargin
+	}
+	return LossMargin(ttl, c.nodeTimeoutFor(ttl))
 }

@@ -275,6 +275,10 @@ func (p *pipe) reader() {
 			return
 		}
 		p.mu.Lock()
+		if p.dead != nil { // failed meanwhile: every waiting call was failed with it
+			p.mu.Unlock()
+			return
+		}
 		cl := p.waiting[0]
 		p.waiting = p.waiting[1:]
 		p.mu.Unlock()

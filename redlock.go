@@ -48,6 +48,17 @@
 // is refused (ErrEvictionPolicy). docs/security.md gives the threat model,
 // the minimal ACL of a lock user and the recommended node settings.
 //
+// # Auto-extension
+//
+// Client.Do runs a function under a lock that renews itself by quorum every
+// ttl/3 and cancels the function's context the moment the lock is lost: when
+// a renewal finds it gone, or when Until − LossMargin arrives without a
+// successful renewal. Lock.KeepAlive does the same for a lock from TryLock or
+// Lock, and Lock.Done is closed when a lock ends. One scheduler goroutine per
+// Client renews all its locks, in shared round trips; Unlock stops renewal
+// before it releases. See docs/watchdog.md for the schedule, the margins and
+// the measured cost.
+//
 // # Errors
 //
 // Failed acquisitions match ErrNotObtained; too few nodes answering also
@@ -83,9 +94,10 @@ type Client struct {
 	done   chan struct{}  // closed by Close: wakes waiting Lock calls
 	wg     sync.WaitGroup // node calls in flight, including background releases
 
-	hub     *hub     // release subscriptions (wake.go)
-	queue   keyQueue // local FIFO of waiting Lock calls per key (wait.go)
-	holders holders  // locks this Client holds, per key (wait.go)
+	hub     *hub      // release subscriptions (wake.go)
+	queue   keyQueue  // local FIFO of waiting Lock calls per key (wait.go)
+	holders holders   // locks this Client holds, per key (wait.go)
+	wd      *watchdog // auto-extension of this Client's locks (KeepAlive, Do, Done)
 }
 
 // New returns a Client over the given pools, one per independent Redis
@@ -178,6 +190,7 @@ func build(nodes []*node, cfg config) *Client {
 	}
 	c := &Client{nodes: nodes, cfg: cfg, done: make(chan struct{})}
 	c.hub = newHub(c)
+	c.wd = newWatchdog(c)
 	return c
 }
 
@@ -209,10 +222,13 @@ func isNil(p Pool) bool {
 	return false
 }
 
-// Close waits for the node calls still in flight (background releases end
-// within their per-node timeouts) and closes the pools that Dial created.
-// Operations on a closed Client return ErrClosed. Locks obtained from it
-// are not released: Unlock them first. Close is idempotent.
+// Close stops auto-extension, waits for the node calls still in flight
+// (background releases and renewals end within their per-node timeouts) and
+// closes the pools that Dial created. Operations on a closed Client return
+// ErrClosed. Locks obtained from it are not released: Unlock them first (or
+// let Do return). Locks still kept alive are declared lost (ErrLockLost and
+// ErrClosed): their Done channels close and Do cancels fn's context; every
+// other open Done channel closes too. Close is idempotent.
 func (c *Client) Close() error {
 	if c == nil {
 		return nil
@@ -225,6 +241,9 @@ func (c *Client) Close() error {
 	c.closed = true
 	close(c.done)
 	c.mu.Unlock()
+	if c.wd != nil { // nil only in a Client not made by New or Dial
+		c.wd.close()
+	}
 	c.hub.stop()
 	c.wg.Wait()
 	var errs *multierror.Error

@@ -20,7 +20,7 @@ var (
 	releaseSrc string
 
 	acquireScript = newScript(1, acquireSrc)
-	extendScript  = newScript(1, extendSrc)
+	extendScript  = newScript(-1, extendSrc) // any number of keys; the count comes first
 	releaseScript = newScript(1, releaseSrc)
 )
 
@@ -40,6 +40,9 @@ func newScript(keys int, src string) *script {
 // args returns the arguments of EVALSHA (or, with the source in place of
 // the hash, EVAL): hash, number of keys, keys and arguments.
 func (s *script) args(keysAndArgs []interface{}) []interface{} {
+	if s.keys < 0 { // the caller supplies the number of keys
+		return append([]interface{}{s.Hash()}, keysAndArgs...)
+	}
 	a := make([]interface{}, 2+len(keysAndArgs))
 	a[0], a[1] = s.Hash(), s.keys
 	copy(a[2:], keysAndArgs)
@@ -83,4 +86,27 @@ func parseFlag(script string, reply interface{}) (vote, error) {
 		return voteNo, nil
 	}
 	return voteFail, fmt.Errorf("redlock: unexpected %s reply %d", script, n)
+}
+
+// parseFlags classifies the extend script's reply: one 0/1 flag per key sent.
+func parseFlags(script string, reply interface{}, want int) ([]vote, error) {
+	vals, err := redis.Int64s(reply, nil)
+	if err != nil {
+		return nil, fmt.Errorf("redlock: unexpected %s reply: %w", script, err)
+	}
+	if len(vals) != want {
+		return nil, fmt.Errorf("redlock: unexpected %s reply: %d flags for %d keys", script, len(vals), want)
+	}
+	votes := make([]vote, want)
+	for i, n := range vals {
+		switch n {
+		case 1:
+			votes[i] = voteYes
+		case 0:
+			votes[i] = voteNo
+		default:
+			return nil, fmt.Errorf("redlock: unexpected %s reply: flag %d", script, n)
+		}
+	}
+	return votes, nil
 }
