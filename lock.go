@@ -15,6 +15,7 @@ type Lock struct {
 	key   string // as given by the caller
 	name  string // the Redis key: prefix + key
 	token string
+	fence uint64 // the fencing token; 0 without WithFencing
 	ttl   time.Duration
 	acq   *fanout // the successful acquire; later operations wait for its stragglers
 

@@ -38,6 +38,9 @@ type config struct {
 	retryJitter time.Duration
 	keyPrefix   string
 	clock       clock
+
+	fencing       bool          // WithFencing
+	fenceLifetime time.Duration // WithFenceLifetime; whole milliseconds
 }
 
 func defaultConfig() config {
@@ -46,6 +49,8 @@ func defaultConfig() config {
 		retryDelay:  DefaultRetryDelay,
 		retryJitter: DefaultRetryJitter,
 		clock:       systemClock{},
+
+		fenceLifetime: DefaultFenceLifetime,
 	}
 }
 

@@ -288,20 +288,19 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*L
 	timeout := c.cfg.nodeTimeoutFor(ttl)
 
 	start := c.cfg.clock.Now()
-	acq := c.start(ctx, timeout, nil, func(ctx context.Context, n *node, _ *result) result {
-		reply, err := c.eval(ctx, n, acquireScript, name, token, ms)
-		if err != nil {
-			return result{vote: voteFail, err: err}
-		}
-		v, pttl, err := parseAcquire(reply)
-		return result{vote: v, val: pttl, err: err}
-	})
+	acq := c.start(ctx, timeout, nil, c.acquireOp(name, token, ms))
 	t, votes := acq.collect(tally.decided)
+	last, fence := acq, uint64(0) // last: the fan-out whose tally decides
+	if c.cfg.fencing && t.reached() {
+		// The token must be written back to a quorum before the grant, and
+		// the write-back's time counts against validity (fence.go).
+		last, t, votes, fence = c.mint(ctx, acq, votes, name, token, timeout)
+	}
 	elapsed := c.cfg.clock.Now().Sub(start)
 	d := drift(ttl, c.cfg.driftFactor)
 	v := validity(ttl, elapsed, d)
 	if t.reached() && v > 0 {
-		return &Lock{c: c, key: key, name: name, token: token, ttl: ttl, acq: acq, until: start.Add(ttl - d)}, nil
+		return &Lock{c: c, key: key, name: name, token: token, fence: fence, ttl: ttl, acq: acq, until: start.Add(ttl - d)}, nil
 	}
 
 	// A miss: release everywhere our key may be (step 5), under a context
@@ -317,10 +316,12 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*L
 	case t.unreachable() && ctx.Err() == nil:
 		kinds = append(kinds, ErrQuorumUnreachable)
 		what = "lock not obtained: quorum unreachable"
+	case last != acq && ctx.Err() == nil && t.fail == 0:
+		what = "lock not obtained: the fencing token's write-back was refused (lock lost or a competing holder minted)"
 	case ctx.Err() == nil && t.fail == 0:
 		what = "lock not obtained: held by another owner"
 	}
-	return nil, newOpError(ctx, what, key, kinds, t, acq.failures(votes))
+	return nil, newOpError(ctx, what, key, kinds, t, last.failures(votes))
 }
 
 // release sends the release script to every node once that node's acquire

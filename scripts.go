@@ -18,15 +18,24 @@ var (
 	extendSrc string
 	//go:embed scripts/release.lua
 	releaseSrc string
+	//go:embed scripts/acquire_fenced.lua
+	acquireFencedSrc string
+	//go:embed scripts/fence.lua
+	fenceSrc string
 
 	acquireScript = redis.NewScript(1, acquireSrc)
 	extendScript  = redis.NewScript(1, extendSrc)
 	releaseScript = redis.NewScript(1, releaseSrc)
+	// The fencing scripts take the lock key and its counter (fence.go).
+	acquireFencedScript = redis.NewScript(2, acquireFencedSrc)
+	fenceScript         = redis.NewScript(2, fenceSrc)
 )
 
-// parseAcquire classifies the acquire script's reply. On a refusal, pttl is
-// the holder's remaining time in milliseconds (-1 when the key has no TTL).
-func parseAcquire(reply interface{}) (v vote, pttl int64, err error) {
+// parseAcquire classifies the reply of the acquire script and of the fenced
+// acquire script. On a refusal, val is the holder's remaining time in
+// milliseconds (-1 when the key has no TTL); on a grant by the fenced script
+// it is the node's fencing counter (positive), and 0 from the plain script.
+func parseAcquire(reply interface{}) (v vote, val int64, err error) {
 	vals, err := redis.Int64s(reply, nil)
 	if err != nil {
 		return voteFail, 0, fmt.Errorf("redlock: unexpected acquire reply: %w", err)
@@ -34,6 +43,8 @@ func parseAcquire(reply interface{}) (v vote, pttl int64, err error) {
 	switch {
 	case len(vals) == 1 && vals[0] == 1:
 		return voteYes, 0, nil
+	case len(vals) == 2 && vals[0] == 1 && vals[1] > 0:
+		return voteYes, vals[1], nil
 	case len(vals) == 2 && vals[0] == 0:
 		return voteNo, vals[1], nil
 	}
