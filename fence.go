@@ -64,8 +64,10 @@ func WithFencing() Option {
 // WithFenceLifetime sets how long a fencing counter lives on a node after its
 // last use (default DefaultFenceLifetime, at least MinFenceLifetime, used in
 // whole milliseconds). It must exceed the largest offset between the nodes'
-// wall clocks, and should exceed the longest TTL: see docs/fencing.md. It
-// has no effect without WithFencing.
+// wall clocks (docs/fencing.md): a counter that expires is re-seeded from the
+// node's clock, which dominates every earlier token only once that offset has
+// passed. A shorter lifetime keeps fewer keys; a longer one tolerates worse
+// clocks. It has no effect without WithFencing.
 func WithFenceLifetime(d time.Duration) Option {
 	return func(c *config) error {
 		if d < MinFenceLifetime {

@@ -36,7 +36,9 @@
 // faults, a stopped VM) past Until: the process learns of the expiry too late
 // and may touch the protected resource while another holder has the lock.
 // Check Until before each step, keep the TTL generous, and where correctness
-// matters let the resource reject stale holders (fencing).
+// matters let the resource reject stale holders: WithFencing gives every lock
+// a token (Lock.Fence) that grows from one holder to the next, minted by the
+// quorum at the cost of one more round trip (docs/fencing.md).
 //
 // # Errors
 //
