@@ -65,7 +65,7 @@ type simWorld struct {
 	mu      sync.Mutex
 	pending []*simCall
 	calls   map[string]int // per client, node and script
-	stamp   atomic.Int64 // logical time of client events
+	stamp   atomic.Int64   // logical time of client events
 	grants  []simGrant
 }
 
