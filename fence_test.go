@@ -357,3 +357,33 @@ func scriptName(s *redis.Script) string {
 	}
 	return "direct"
 }
+
+func TestMintToken(t *testing.T) {
+	results := []result{{val: 7}, {val: 99}, {val: 12}, {val: 500}, {val: 3}}
+	// Only the counters of collected yes votes count: a refusal's val is a
+	// PTTL, a pending or failed node's val is unknown.
+	votes := []vote{voteYes, voteNo, voteYes, votePending, voteYes}
+	assert.Equal(t, uint64(13), mintToken(results, votes))
+	assert.Equal(t, uint64(1), mintToken(results, make([]vote, len(results))))
+}
+
+func TestParseFencedAcquire(t *testing.T) {
+	v, val, err := parseAcquire([]interface{}{int64(1), int64(1_700_000_000_000_000)})
+	require.NoError(t, err)
+	assert.Equal(t, voteYes, v)
+	assert.Equal(t, int64(1_700_000_000_000_000), val)
+	v, _, err = parseAcquire([]interface{}{int64(1), int64(0)})
+	assert.Equal(t, voteFail, v, "a grant without a counter is malformed")
+	assert.Error(t, err)
+}
+
+func TestFenceOptions(t *testing.T) {
+	_, err := Dial([]string{"127.0.0.1:1"}, WithFencing(), WithFenceLifetime(MinFenceLifetime-time.Millisecond))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "WithFenceLifetime")
+	c, err := Dial([]string{"127.0.0.1:1"}, WithFencing(), WithFenceLifetime(90*time.Minute+time.Microsecond))
+	require.NoError(t, err)
+	assert.True(t, c.cfg.fencing)
+	assert.Equal(t, 90*time.Minute, c.cfg.fenceLifetime, "whole milliseconds")
+	require.NoError(t, c.Close())
+}
