@@ -51,9 +51,9 @@ const (
 // Cost: one more round trip per successful attempt (the write-back must reach
 // a quorum before the lock is granted, and its time is deducted from the
 // validity), a second key per lock key on each node, and slightly longer
-// scripts. A Client without this option pays nothing. Fencing on and off
-// must not be mixed on one key: a Client without fencing neither reads nor
-// advances the counters.
+// scripts. A Client without this option pays nothing. A Client without
+// fencing on the same key neither reads nor advances the counters, and its
+// locks carry token 0, which a fenced resource should reject.
 func WithFencing() Option {
 	return func(c *config) error {
 		c.fencing = true
