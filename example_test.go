@@ -136,3 +136,61 @@ func ExampleClient_Do() {
 	// step 3 done, still valid: true
 	// finished, lock released
 }
+
+// storage is a resource protected by fencing: it remembers the largest token
+// it has accepted and rejects writes that carry a smaller one, so a holder
+// that was paused past its lock's validity cannot overwrite its successor.
+type storage struct {
+	highest uint64
+	data    string
+}
+
+func (s *storage) write(fence uint64, data string) error {
+	if fence < s.highest {
+		return fmt.Errorf("rejected: token %d is older than %d", fence, s.highest)
+	}
+	s.highest, s.data = fence, data
+	return nil
+}
+
+// With WithFencing every lock carries a token that grows from one holder of a
+// key to the next; the resource checks it on every write.
+func ExampleLock_Fence() {
+	client, err := redlock.Dial(exampleNodes, redlock.WithFencing())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer client.Close()
+	ctx := context.Background()
+	var store storage
+
+	first, err := client.TryLock(ctx, "ledger", 5*time.Second)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	stale := first.Fence() // a holder about to be paused keeps its token
+	fmt.Println("first write:", store.write(stale, "from the first holder"))
+	first.Unlock(ctx) // stands for the lock expiring during the pause
+
+	second, err := client.TryLock(ctx, "ledger", 5*time.Second)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer second.Unlock(ctx)
+	fmt.Println("tokens increase:", second.Fence() > stale)
+	fmt.Println("second write:", store.write(second.Fence(), "from the second holder"))
+
+	// The first holder wakes up and writes with its old token.
+	err = store.write(stale, "late write")
+	fmt.Println("late write rejected:", err != nil)
+	fmt.Println("data:", store.data)
+	// Output:
+	// first write: <nil>
+	// tokens increase: true
+	// second write: <nil>
+	// late write rejected: true
+	// data: from the second holder
+}

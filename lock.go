@@ -16,6 +16,7 @@ type Lock struct {
 	key   string // as given by the caller
 	name  string // the Redis key: prefix + key
 	token string
+	fence uint64 // the fencing token; 0 without WithFencing
 	ttl   time.Duration
 	acq   *fanout // the successful acquire; later operations wait for its stragglers
 
@@ -272,9 +273,11 @@ func (l *Lock) settleExtend(ctx context.Context, start, until time.Time, ttl tim
 // Unlock releases the lock on every node that holds it, comparing the token
 // so that a key now held by another owner is never deleted. It runs under its
 // own per-node timeouts even when ctx is already cancelled, so that
-// `defer l.Unlock(ctx)` always releases; it returns as soon as a quorum has
-// released (nodes still in flight finish in the background, bounded by their
-// timeouts).
+// `defer l.Unlock(ctx)` always releases. It returns once a quorum has
+// released and every node that granted the lock has answered its release,
+// so that a TryLock that follows finds the key free; a node that never
+// answered the acquire (a paused one) is released in the background, bounded
+// by its timeouts.
 //
 // It returns nil if a quorum released the lock, an error matching ErrLockLost
 // if the lock was no longer held (so many nodes answered "not ours" that no
@@ -316,6 +319,11 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	ctx = context.WithoutCancel(ctx)
 	f := c.release(ctx, l.acq, l.name, l.token, c.cfg.nodeTimeoutFor(l.ttl))
 	t, votes := f.collect(tally.held)
+	// Returning at the quorum would leave the other nodes that granted us
+	// still holding the key for a moment, and a TryLock that follows this
+	// Unlock could be refused by them: wait for those releases too (a node
+	// that never answered the acquire is not waited for).
+	f.awaitAnswered(l.acq, granted)
 	// Only now, after a quorum announced the release (or the outcome is
 	// known), may this Client's own waiters stop deferring to this lock.
 	c.holders.forget(l)

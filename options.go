@@ -48,6 +48,8 @@ type config struct {
 	evictionStrict bool
 	lossMargin     time.Duration // 0: LossMargin of each lock's TTL and per-node timeout
 	maxHold        time.Duration // 0: auto-extension without a limit
+	fencing        bool          // WithFencing
+	fenceLifetime  time.Duration // WithFenceLifetime; whole milliseconds
 }
 
 func defaultConfig() config {
@@ -57,6 +59,8 @@ func defaultConfig() config {
 		retryJitter:  DefaultRetryJitter,
 		clock:        systemClock{},
 		evictionWarn: warnEviction,
+
+		fenceLifetime: DefaultFenceLifetime,
 	}
 }
 

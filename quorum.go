@@ -153,13 +153,15 @@ func (f *fanout) failures(votes []vote) []error {
 	return errs
 }
 
-// awaitAnswered waits, for every node whose result in prior has arrived, for
-// this fan-out's result on that node, and repeats until a pass finds no newly
-// arrived node. After a miss this makes "no key of ours remains on any node
-// that answered before TryLock returned" hold, without waiting for nodes that
-// do not answer (a paused node would cost a full timeout): those finish in the
-// background within their timeouts.
-func (f *fanout) awaitAnswered(prior *fanout) {
+// awaitAnswered waits, for every node whose result in prior has arrived and
+// satisfies want, for this fan-out's result on that node, and repeats until a
+// pass finds no newly arrived node. After a miss (want: any answer) this
+// makes "no key of ours remains on any node that answered before TryLock
+// returned" hold, and after Unlock (want: granted) "no node that granted us
+// still holds the key", without waiting for nodes that do not answer (a
+// paused node would cost a full timeout): those finish in the background
+// within their timeouts.
+func (f *fanout) awaitAnswered(prior *fanout, want func(result) bool) {
 	waited := make([]bool, len(f.done))
 	for progress := true; progress; {
 		progress = false
@@ -169,10 +171,16 @@ func (f *fanout) awaitAnswered(prior *fanout) {
 			}
 			select {
 			case <-prior.done[i]:
-				<-f.done[i]
+				if want(prior.results[i]) {
+					<-f.done[i]
+				}
 				waited[i], progress = true, true
 			default:
 			}
 		}
 	}
 }
+
+// anyAnswer and granted are the filters of awaitAnswered.
+func anyAnswer(result) bool { return true }
+func granted(r result) bool { return r.vote == voteYes }

@@ -36,7 +36,9 @@
 // faults, a stopped VM) past Until: the process learns of the expiry too late
 // and may touch the protected resource while another holder has the lock.
 // Check Until before each step, keep the TTL generous, and where correctness
-// matters let the resource reject stale holders (fencing).
+// matters let the resource reject stale holders: WithFencing gives every lock
+// a token (Lock.Fence) that grows from one holder to the next, minted by the
+// quorum at the cost of one more round trip (docs/fencing.md).
 //
 // # Security
 //
@@ -185,7 +187,9 @@ func newClient(nodes []*node, opts []Option) (*Client, error) {
 func build(nodes []*node, cfg config) *Client {
 	if !cfg.noPipeline {
 		for _, n := range nodes {
-			n.t = newPipeTransport(n.t.(*poolTransport))
+			if pt, ok := n.t.(*poolTransport); ok { // tests may plug in other transports
+				n.t = newPipeTransport(pt)
+			}
 		}
 	}
 	c := &Client{nodes: nodes, cfg: cfg, done: make(chan struct{})}
@@ -326,29 +330,29 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*L
 	timeout := c.cfg.nodeTimeoutFor(ttl)
 
 	start := c.cfg.clock.Now()
-	acq := c.start(ctx, timeout, nil, func(ctx context.Context, n *node, _ *result) result {
-		reply, err := c.eval(ctx, n, acquireScript, name, token, ms)
-		if err != nil {
-			return result{vote: voteFail, err: err}
-		}
-		v, pttl, holder, err := parseAcquire(reply)
-		return result{vote: v, val: pttl, holder: holder, err: err}
-	})
+	acq := c.start(ctx, timeout, nil, c.acquireOp(name, token, ms))
 	t, votes := acq.collect(tally.decided)
+	acqVotes := votes             // what waiting needs to know comes from the acquire
+	last, fence := acq, uint64(0) // last: the fan-out whose tally decides
+	if c.cfg.fencing && t.reached() {
+		// The token must be written back to a quorum before the grant, and
+		// the write-back's time counts against validity (fence.go).
+		last, t, votes, fence = c.mint(ctx, acq, votes, name, token, timeout)
+	}
 	elapsed := c.cfg.clock.Now().Sub(start)
 	d := drift(ttl, c.cfg.driftFactor)
 	v := validity(ttl, elapsed, d)
 	if t.reached() && v > 0 {
-		l := &Lock{c: c, key: key, name: name, token: token, ttl: ttl, acq: acq, until: start.Add(ttl - d)}
+		l := &Lock{c: c, key: key, name: name, token: token, fence: fence, ttl: ttl, acq: acq, until: start.Add(ttl - d)}
 		c.holders.set(l)
 		return l, nil, nil
 	}
-	m := missOf(votes, acq.results)
+	m := missOf(acqVotes, acq.results)
 
 	// A miss: release everywhere our key may be (step 5), under a context
 	// the caller cannot cancel.
 	rel := c.release(context.WithoutCancel(ctx), acq, name, token, timeout)
-	rel.awaitAnswered(acq)
+	rel.awaitAnswered(acq, anyAnswer)
 
 	kinds := []error{ErrNotObtained}
 	what := "lock not obtained"
@@ -358,10 +362,12 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*L
 	case t.unreachable() && ctx.Err() == nil:
 		kinds = append(kinds, ErrQuorumUnreachable)
 		what = "lock not obtained: quorum unreachable"
+	case last != acq && ctx.Err() == nil && t.fail == 0:
+		what = "lock not obtained: the fencing token's write-back was refused (lock lost or a competing holder minted)"
 	case ctx.Err() == nil && t.fail == 0:
 		what = "lock not obtained: held by another owner"
 	}
-	return nil, m, newOpError(ctx, what, key, kinds, t, acq.failures(votes))
+	return nil, m, newOpError(ctx, what, key, kinds, t, last.failures(votes))
 }
 
 // release sends the release script to every node once that node's acquire

@@ -18,10 +18,17 @@ var (
 	extendSrc string
 	//go:embed scripts/release.lua
 	releaseSrc string
+	//go:embed scripts/acquire_fenced.lua
+	acquireFencedSrc string
+	//go:embed scripts/fence.lua
+	fenceSrc string
 
 	acquireScript = newScript(1, acquireSrc)
 	extendScript  = newScript(-1, extendSrc) // any number of keys; the count comes first
 	releaseScript = newScript(1, releaseSrc)
+	// The fencing scripts take the lock key and its counter (fence.go).
+	acquireFencedScript = newScript(2, acquireFencedSrc)
+	fenceScript         = newScript(2, fenceSrc)
 )
 
 // script is a Lua script with what the transports need to send it:
@@ -49,10 +56,12 @@ func (s *script) args(keysAndArgs []interface{}) []interface{} {
 	return a
 }
 
-// parseAcquire classifies the acquire script's reply. On a refusal, pttl is
-// the holder's remaining time in milliseconds (-1 when the key has no TTL)
-// and holder its token.
-func parseAcquire(reply interface{}) (v vote, pttl int64, holder string, err error) {
+// parseAcquire classifies the reply of the acquire script and of the fenced
+// acquire script. On a refusal, val is the holder's remaining time in
+// milliseconds (-1 when the key has no TTL) and holder its token; on a grant
+// by the fenced script val is the node's fencing counter (positive), and 0
+// from the plain script.
+func parseAcquire(reply interface{}) (v vote, val int64, holder string, err error) {
 	vals, err := redis.Values(reply, nil)
 	if err != nil {
 		return voteFail, 0, "", fmt.Errorf("redlock: unexpected acquire reply: %w", err)
@@ -63,9 +72,13 @@ func parseAcquire(reply interface{}) (v vote, pttl int64, holder string, err err
 		if _, err = redis.Scan(vals, &flag); err == nil && flag == 1 {
 			return voteYes, 0, "", nil
 		}
+	case len(vals) == 2:
+		if _, err = redis.Scan(vals, &flag, &val); err == nil && flag == 1 && val > 0 {
+			return voteYes, val, "", nil
+		}
 	case len(vals) == 3:
-		if _, err = redis.Scan(vals, &flag, &pttl, &holder); err == nil && flag == 0 {
-			return voteNo, pttl, holder, nil
+		if _, err = redis.Scan(vals, &flag, &val, &holder); err == nil && flag == 0 {
+			return voteNo, val, holder, nil
 		}
 	}
 	if err != nil {
