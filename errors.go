@@ -53,6 +53,12 @@ var (
 	// Such a node never counts toward a quorum: one server must not vote twice.
 	ErrDuplicateNode = errors.New("redlock: two endpoints lead to the same Redis server")
 
+	// ErrNodeGuarded is wrapped in the *NodeError of a node held out of
+	// every quorum by the restart guard: it restarted (its run_id changed), so
+	// it may have lost lock keys, and its guard window has not passed yet (see
+	// WithRestartGuard). The node counts again once the window has passed.
+	ErrNodeGuarded = errors.New("redlock: node restarted recently and is kept out of quorums")
+
 	// ErrClosed is returned by operations on a closed Client.
 	ErrClosed = errors.New("redlock: client closed")
 )
@@ -65,7 +71,7 @@ type NodeError struct {
 	// for pools given to New. It never contains credentials.
 	Addr string
 	// Err is the cause: ErrNodeTimeout, a connection error, a Redis error
-	// reply (redis.Error), ErrNotMaster, ErrDuplicateNode, or the caller's
+	// reply (redis.Error), ErrNotMaster, ErrDuplicateNode, ErrNodeGuarded, or the caller's
 	// context error.
 	Err error
 }

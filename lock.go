@@ -88,6 +88,7 @@ func (l *Lock) Extend(ctx context.Context, ttl time.Duration) error {
 	defer c.wg.Done()
 
 	ms := ttl.Milliseconds()
+	c.noteTTL(ttl)
 	f := c.start(ctx, c.cfg.nodeTimeoutFor(ttl), l.acq, func(ctx context.Context, n *node, prior *result) result {
 		if prior.vote == voteNo {
 			return result{vote: voteNo} // our token was never written there

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gomodule/redigo/redis"
 )
@@ -29,17 +30,19 @@ type node struct {
 	mu     sync.Mutex
 	runID  string // the server's run_id, learnt at first contact
 	reject error  // permanent refusal found at first contact (not master, duplicate)
+	g      guardState
 }
 
 // serverInfo is what first contact learns from INFO.
 type serverInfo struct {
-	runID string
-	role  string
+	runID  string
+	role   string
+	uptime time.Duration // -1 if not reported
 }
 
 // parseInfo reads the fields first contact needs from an INFO reply.
 func parseInfo(s string) serverInfo {
-	var si serverInfo
+	si := serverInfo{uptime: -1}
 	for _, line := range strings.Split(s, "\n") {
 		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
 		if !ok {
@@ -50,6 +53,8 @@ func parseInfo(s string) serverInfo {
 			si.runID = v
 		case "role":
 			si.role = v
+		case "uptime_in_seconds":
+			si.uptime = parseUptime(v)
 		}
 	}
 	return si
@@ -57,23 +62,36 @@ func parseInfo(s string) serverInfo {
 
 // ready performs first contact with the node, once: it checks with a single
 // INFO that the node is a master and not the same server as another endpoint
-// (same run_id). A server whose INFO lacks these fields is accepted unchecked. Until first contact succeeds it is retried on every
-// operation; a refusal is permanent.
+// (same run_id). A server whose INFO lacks these fields is accepted
+// unchecked. Until first contact succeeds it is retried on every operation;
+// a refusal is permanent. After first contact it re-runs INFO only when a
+// connection-level failure made a restart possible, and refuses the node
+// (ErrNodeGuarded) while the restart guard holds it out of quorums.
 func (c *Client) ready(ctx context.Context, n *node) error {
 	n.mu.Lock()
-	done, reject := n.runID != "", n.reject
+	done, reject, recheck := n.runID != "", n.reject, n.g.recheck
 	n.mu.Unlock()
 	if reject != nil {
 		return reject
 	}
+	if done && recheck {
+		reply, err := redis.String(n.t.do(ctx, "INFO", "server"))
+		if err != nil {
+			return fmt.Errorf("restart check (INFO): %w", err)
+		}
+		c.observe(n, parseInfo(reply))
+	}
 	if done {
-		return nil
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return c.guardedErr(n)
 	}
 	reply, err := redis.String(n.t.do(ctx, "INFO"))
 	if err != nil {
 		return fmt.Errorf("first contact (INFO): %w", err)
 	}
 	si := parseInfo(reply)
+	durable := c.durable(ctx, n)
 	if si.runID == "" {
 		// Real Redis always reports run_id and role; in-process servers
 		// (miniredis, used by the demo) and some proxies do not. Such a node
@@ -86,7 +104,10 @@ func (c *Client) ready(ctx context.Context, n *node) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.runID != "" || n.reject != nil { // another operation got there first
-		return n.reject
+		if n.reject != nil {
+			return n.reject
+		}
+		return c.guardedErr(n)
 	}
 	switch {
 	case si.role != "master" && si.role != "":
@@ -98,10 +119,12 @@ func (c *Client) ready(ctx context.Context, n *node) error {
 			}
 		}
 	}
-	if n.reject == nil {
-		n.runID = si.runID
+	if n.reject != nil {
+		return n.reject
 	}
-	return n.reject
+	c.firstContactGuard(n, si, durable)
+	n.runID = si.runID
+	return c.guardedErr(n)
 }
 
 // eval runs a script on n after first contact.
@@ -109,5 +132,7 @@ func (c *Client) eval(ctx context.Context, n *node, s *redis.Script, keysAndArgs
 	if err := c.ready(ctx, n); err != nil {
 		return nil, err
 	}
-	return n.t.eval(ctx, s, keysAndArgs...)
+	reply, err := n.t.eval(ctx, s, keysAndArgs...)
+	c.suspect(n, err)
+	return reply, err
 }

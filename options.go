@@ -38,6 +38,10 @@ type config struct {
 	retryJitter time.Duration
 	keyPrefix   string
 	clock       clock
+
+	guard         guardMode
+	guardWindow   time.Duration // 0: the longest TTL used, plus drift
+	exemptDurable bool
 }
 
 func defaultConfig() config {

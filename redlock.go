@@ -55,8 +55,10 @@ import (
 	mathrand "math/rand/v2"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/gomodule/redigo/redis"
 	"github.com/hashicorp/go-multierror"
 )
 
@@ -70,6 +72,8 @@ type Client struct {
 	mu     sync.RWMutex // guards closed against the wg.Add of new operations; first contact's run_id writes
 	closed bool
 	wg     sync.WaitGroup // node calls in flight, including background releases
+
+	maxTTL atomic.Int64 // the longest TTL used, in ns: the default restart-guard window
 }
 
 // New returns a Client over the given pools, one per independent Redis
@@ -124,8 +128,10 @@ func Dial(urls []string, opts ...Option) (*Client, error) {
 	}
 	nodes := make([]*node, len(eps))
 	for i, ep := range eps {
-		p := dialPool(ep)
-		nodes[i] = &node{addr: ep.addr, t: &poolTransport{pool: p, owned: p}}
+		t := &poolTransport{}
+		p := dialPool(ep, t.connected)
+		t.pool, t.owned = p, p
+		nodes[i] = &node{addr: ep.addr, t: t}
 	}
 	c, err := newClient(nodes, opts)
 	if err != nil {
@@ -146,7 +152,14 @@ func newClient(nodes []*node, opts []Option) (*Client, error) {
 			return nil, err
 		}
 	}
-	return &Client{nodes: nodes, cfg: cfg}, nil
+	c := &Client{nodes: nodes, cfg: cfg}
+	for _, n := range nodes {
+		if t, ok := n.t.(*poolTransport); ok && t.owned != nil {
+			n := n
+			t.onConnect = func(ctx context.Context, conn redis.Conn) error { return c.onConnect(ctx, n, conn) }
+		}
+	}
+	return c, nil
 }
 
 func isNil(p Pool) bool {
@@ -285,6 +298,7 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*L
 	}
 	name := c.cfg.keyPrefix + key
 	ms := ttl.Milliseconds()
+	c.noteTTL(ttl)
 	timeout := c.cfg.nodeTimeoutFor(ttl)
 
 	start := c.cfg.clock.Now()
