@@ -152,12 +152,14 @@ func (f *fanout) failures(votes []vote) []error {
 	return errs
 }
 
-// awaitAnswered waits, for every node whose result in prior has arrived, for
-// this fan-out's result on that node, and repeats until a pass finds no newly
-// arrived node. After a miss this makes "no key of ours remains on any node
-// that answered before TryLock returned" hold, without waiting for nodes that
-// do not answer (a paused node would cost a full timeout): those finish in the
-// background within their timeouts.
+// awaitAnswered waits, for every node that answered in prior (a result other
+// than a failure has arrived), for this fan-out's result on that node, and
+// repeats until a pass finds no newly arrived node. After a miss this makes
+// "no key of ours remains on any node that answered before TryLock returned"
+// hold, without waiting for nodes that do not answer: a node whose prior op
+// failed (timed out, paused, unreachable) would most likely cost this
+// fan-out a full timeout too — a majority paused would double the time to
+// error. Those finish in the background within their timeouts.
 func (f *fanout) awaitAnswered(prior *fanout) {
 	waited := make([]bool, len(f.done))
 	for progress := true; progress; {
@@ -168,7 +170,9 @@ func (f *fanout) awaitAnswered(prior *fanout) {
 			}
 			select {
 			case <-prior.done[i]:
-				<-f.done[i]
+				if prior.results[i].vote != voteFail {
+					<-f.done[i]
+				}
 				waited[i], progress = true, true
 			default:
 			}
