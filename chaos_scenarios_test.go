@@ -360,5 +360,3 @@ func TestChaosNegativePausedClient(t *testing.T) {
 	fenced := []checker.Write{writes[0], {Holder: la.Token(), Token: 1, Accepted: false}}
 	assert.Empty(t, checker.StaleWrites(fenced))
 }
-
-
