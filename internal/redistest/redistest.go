@@ -42,6 +42,7 @@ type Server struct {
 	Addr string // 127.0.0.1:port
 	Port int
 	args []string
+	env  []string // added to the test's environment
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -68,6 +69,12 @@ func Start(tb testing.TB, n int, extraArgs ...string) []*Server {
 // NewServer starts one server on a free loopback port. The caller must
 // Close it (Start does so through the test's cleanup).
 func NewServer(extraArgs ...string) (*Server, error) {
+	return NewServerEnv(nil, extraArgs...)
+}
+
+// NewServerEnv is NewServer with extra environment entries for the process
+// (and its restarts), e.g. LD_PRELOAD for a clock shim.
+func NewServerEnv(env []string, extraArgs ...string) (*Server, error) {
 	if _, err := Binary(); err != nil {
 		return nil, err
 	}
@@ -77,7 +84,7 @@ func NewServer(extraArgs ...string) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, args: extraArgs}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, args: extraArgs, env: env}
 		if lastErr = s.start(); lastErr == nil {
 			return s, nil
 		}
@@ -113,6 +120,9 @@ func (s *Server) start() error {
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = procAttr()
+	if len(s.env) > 0 {
+		cmd.Env = append(os.Environ(), s.env...)
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting redis-server: %w", err)
 	}
