@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/redlockgo/redlock/internal/checker"
+	"github.com/redlockgo/redlock/internal/faketime"
 	"github.com/redlockgo/redlock/internal/faultproxy"
 	"github.com/redlockgo/redlock/internal/redistest"
 )
@@ -79,8 +81,9 @@ type chaosConfig struct {
 	// clock, if set, gives Client i its clock (client-side drift); until
 	// translates a Lock's Until on that clock into the harness's clock.
 	clock func(i int) (clock, func(time.Time) time.Time)
-	// serverArgs, if set, gives server i extra redis-server arguments.
-	serverArgs func(i int) []string
+	// shim starts every server under the clock shim (c.clocks[i] drives
+	// server i's wall clock); the test skips, saying why, without gcc.
+	shim bool
 }
 
 func (c *chaosConfig) defaults() {
@@ -118,6 +121,7 @@ type chaos struct {
 	seed    uint64
 	rng     *rand.Rand // the nemesis's; workers have their own
 	servers []*redistest.Server
+	clocks  []*faketime.Control // with cfg.shim: server i's wall clock
 	clients []*chaosClient
 	keys    []string
 	epoch   time.Time
@@ -147,12 +151,23 @@ func newChaos(t *testing.T, cfg chaosConfig) *chaos {
 		incs:     map[string][]checker.Increment{},
 		counters: map[string]*atomic.Int64{},
 	}
-	for i := 0; i < cfg.nodes; i++ {
-		var args []string
-		if cfg.serverArgs != nil {
-			args = cfg.serverArgs(i)
+	var lib string
+	if cfg.shim {
+		var err error
+		if lib, err = faketime.Build(t.TempDir()); err != nil {
+			t.Skipf("skipping a clock-fault scenario: %v", err)
 		}
-		s, err := redistest.NewServer(args...)
+	}
+	for i := 0; i < cfg.nodes; i++ {
+		var env []string
+		if cfg.shim {
+			ctl, err := faketime.NewControl(filepath.Join(t.TempDir(), fmt.Sprintf("clock%d", i)))
+			require.NoError(t, err)
+			t.Cleanup(func() { ctl.Close() })
+			c.clocks = append(c.clocks, ctl)
+			env = ctl.Env(lib)
+		}
+		s, err := redistest.NewServerEnv(env)
 		require.NoError(t, err)
 		t.Cleanup(s.Close)
 		c.servers = append(c.servers, s)
@@ -304,6 +319,9 @@ func (c *chaos) record(key string, h checker.Hold, inc checker.Increment) {
 	c.holds = append(c.holds, h)
 	c.incs[key] = append(c.incs[key], inc)
 	c.grants = append(c.grants, h.Grant)
+	if c.faults.Load() > 0 {
+		c.underF++
+	}
 }
 
 // chaosReport is the outcome of a scenario, as logged and written to
