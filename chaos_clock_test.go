@@ -123,4 +123,3 @@ func TestChaosClientDriftWorkers(t *testing.T) {
 	c.faultOff()
 	requireSafe(t, r)
 }
-
