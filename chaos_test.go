@@ -17,6 +17,7 @@ package redlock
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -135,6 +136,7 @@ type chaos struct {
 	underF   int
 	calls    int // Lock calls made by workers
 	wins     int // successful ones
+	unreach  int // failed ones whose last attempt found the quorum unreachable
 	counters map[string]*atomic.Int64
 	windows  [][2]time.Duration // intervals with a fault active
 	fstart   time.Duration
@@ -281,8 +283,11 @@ func (c *chaos) once(ctx context.Context, cl *chaosClient, key string) {
 	cancel()
 	c.mu.Lock()
 	c.calls++
-	if err == nil {
+	switch {
+	case err == nil:
 		c.wins++
+	case errors.Is(err, ErrQuorumUnreachable):
+		c.unreach++
 	}
 	c.mu.Unlock()
 	if err != nil {
@@ -335,7 +340,11 @@ type chaosReport struct {
 	Violations   int     `json:"violations"`
 	Overruns     int     `json:"overruns"`
 	LostUpdates  int64   `json:"lost_updates"`
-	Availability float64 `json:"availability"` // workers' successful Lock calls (each bounded by 2 TTLs) / their Lock calls
+	LockCalls    int     `json:"lock_calls"`   // workers' Lock calls, each bounded by 2 TTLs
+	Granted      int     `json:"granted"`      // of which granted
+	Unreachable  int     `json:"unreachable"`  // of which failed with the quorum unreachable
+	Availability float64 `json:"availability"` // 1 − Unreachable/LockCalls: calls not failed by the faults
+	GrantRate    float64 `json:"grant_rate"`   // Granted/LockCalls (the rest lost to contention or faults)
 	MaxGapMS     float64 `json:"max_gap_ms"`   // longest time without a grant
 	Leftovers    int     `json:"leftover_keys"`
 
@@ -358,8 +367,10 @@ func (c *chaos) judge(from, to time.Duration) chaosReport {
 		r.lost[k] = lr
 		r.LostUpdates += lr.Lost + int64(len(lr.SameRead))
 	}
+	r.LockCalls, r.Granted, r.Unreachable = c.calls, c.wins, c.unreach
 	if c.calls > 0 {
-		r.Availability = float64(c.wins) / float64(c.calls)
+		r.Availability = 1 - float64(c.unreach)/float64(c.calls)
+		r.GrantRate = float64(c.wins) / float64(c.calls)
 	}
 	r.MaxGapMS = float64(checker.LongestGap(c.grants, from, to)) / float64(time.Millisecond)
 	return r
@@ -394,8 +405,8 @@ func (c *chaos) quiesce(r *chaosReport) {
 
 // log prints the report and appends it to CHAOS_REPORT if set.
 func (c *chaos) log(r chaosReport) {
-	c.t.Logf("chaos %s: seed=%d %.1fs handoffs=%d under_fault=%d violations=%d overruns=%d lost_updates=%d availability=%.1f%% max_gap=%.0fms leftover_keys=%d",
-		r.Scenario, r.Seed, r.Seconds, r.Handoffs, r.UnderFault, r.Violations, r.Overruns, r.LostUpdates, 100*r.Availability, r.MaxGapMS, r.Leftovers)
+	c.t.Logf("chaos %s: seed=%d %.1fs handoffs=%d under_fault=%d violations=%d overruns=%d lost_updates=%d lock_calls=%d granted=%d unreachable=%d availability=%.1f%% max_gap=%.0fms leftover_keys=%d",
+		r.Scenario, r.Seed, r.Seconds, r.Handoffs, r.UnderFault, r.Violations, r.Overruns, r.LostUpdates, r.LockCalls, r.Granted, r.Unreachable, 100*r.Availability, r.MaxGapMS, r.Leftovers)
 	for i, v := range r.violations {
 		if i == 5 {
 			c.t.Logf("  … %d more violations", len(r.violations)-5)
