@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -85,6 +86,15 @@ type chaosConfig struct {
 	// shim starts every server under the clock shim (c.clocks[i] drives
 	// server i's wall clock); the test skips, saying why, without gcc.
 	shim bool
+	// source, if set, makes Client i connect straight to the servers (no
+	// proxy) from the loopback address source(i), through pools given to
+	// New: the nftables tier tells Clients apart by source address.
+	source func(i int) string
+	// settle is added to the quiescence wait: with packet-level partitions,
+	// commands dropped during a cut are retransmitted by TCP up to one
+	// backed-off RTO after the heal (even on connections the Client has
+	// closed), so keys can land — with their PX — after the Clients closed.
+	settle time.Duration
 }
 
 func (c *chaosConfig) defaults() {
@@ -169,7 +179,12 @@ func newChaos(t *testing.T, cfg chaosConfig) *chaos {
 			c.clocks = append(c.clocks, ctl)
 			env = ctl.Env(lib)
 		}
-		s, err := redistest.NewServerEnv(env)
+		var args []string
+		if cfg.source != nil {
+			// Protected mode refuses loopback clients other than 127.0.0.1.
+			args = append(args, "--protected-mode", "no")
+		}
+		s, err := redistest.NewServerEnv(env, args...)
 		require.NoError(t, err)
 		t.Cleanup(s.Close)
 		c.servers = append(c.servers, s)
@@ -190,6 +205,19 @@ func newChaos(t *testing.T, cfg chaosConfig) *chaos {
 func (c *chaos) newClient(i int, opts ...Option) *chaosClient {
 	t := c.t
 	cc := &chaosClient{until: func(u time.Time) time.Time { return u }}
+	opts = append([]Option{WithKeyPrefix(chaosPrefix), WithRetry(2*time.Millisecond, 8*time.Millisecond)}, opts...)
+	if c.cfg.clock != nil {
+		k, until := c.cfg.clock(i)
+		opts = append(opts, withClock(k))
+		cc.until = until
+	}
+	if c.cfg.source != nil {
+		cl, err := New(sourcePools(t, c.servers, c.cfg.source(i)), opts...)
+		require.NoError(t, err)
+		t.Cleanup(func() { cl.Close() })
+		cc.Client = cl
+		return cc
+	}
 	var addrs []string
 	for _, s := range c.servers {
 		p, err := faultproxy.New(s.Addr)
@@ -198,17 +226,27 @@ func (c *chaos) newClient(i int, opts ...Option) *chaosClient {
 		cc.proxies = append(cc.proxies, p)
 		addrs = append(addrs, p.Addr())
 	}
-	opts = append([]Option{WithKeyPrefix(chaosPrefix), WithRetry(2*time.Millisecond, 8*time.Millisecond)}, opts...)
-	if c.cfg.clock != nil {
-		k, until := c.cfg.clock(i)
-		opts = append(opts, withClock(k))
-		cc.until = until
-	}
 	cl, err := Dial(addrs, opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() { cl.Close() })
 	cc.Client = cl
 	return cc
+}
+
+// sourcePools returns one pool per server whose connections come from the
+// local address src.
+func sourcePools(t *testing.T, servers []*redistest.Server, src string) []Pool {
+	var pools []Pool
+	for _, s := range servers {
+		addr := s.Addr
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		p := &redis.Pool{MaxIdle: DefaultMaxIdle, DialContext: func(ctx context.Context) (redis.Conn, error) {
+			return redis.DialContext(ctx, "tcp", addr, redis.DialContextFunc(d.DialContext))
+		}}
+		t.Cleanup(func() { p.Close() })
+		pools = append(pools, p)
+	}
+	return pools
 }
 
 // warm makes every Client complete first contact with every node and fill
@@ -392,7 +430,7 @@ func (c *chaos) quiesce(r *chaosReport) {
 		}
 		s.Resume()
 	}
-	time.Sleep(c.cfg.ttl + 100*time.Millisecond)
+	time.Sleep(c.cfg.settle + c.cfg.ttl + 100*time.Millisecond)
 	byNode := map[string][]string{}
 	for _, s := range c.servers {
 		keys, err := redis.Strings(s.Do("KEYS", chaosPrefix+"*"))

@@ -30,7 +30,10 @@
 //   - a node that loses its data (restart without persistence, or with
 //     asynchronous fsync) stays out of service for longer than the longest
 //     TTL before rejoining ("delayed restart"), or persists with
-//     appendfsync always.
+//     appendfsync always. The Client enforces this itself for restarts it
+//     can see: a node whose run_id changed counts toward no quorum for one
+//     guard window (see WithRestartGuard, WithStrictRestartGuard and
+//     docs/chaos.md for what it cannot see).
 //
 // A lease cannot protect against the holder itself being paused (GC, page
 // faults, a stopped VM) past Until: the process learns of the expiry too late
