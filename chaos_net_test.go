@@ -66,7 +66,7 @@ func TestChaosPartitionMinority(t *testing.T) {
 	r := c.runScenario(c.partitionNemesis(func(int) int { return 1 + c.rng.IntN(minority) }))
 	requireSafe(t, r)
 	assert.Positive(t, r.UnderFault)
-	assert.Less(t, r.MaxGapMS, float64(5*c.cfg.ttl/time.Millisecond), "acquisitions stalled")
+	c.requireLive(r)
 }
 
 // TestChaosPartitionMajority: Client 0 loses a majority of nodes while

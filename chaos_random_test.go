@@ -134,5 +134,5 @@ func TestChaosRandomized(t *testing.T) {
 	t.Logf("chaos %s: nemesis actions %v", t.Name(), actions)
 	requireSafe(t, r)
 	assert.Positive(t, r.UnderFault)
-	assert.Less(t, r.MaxGapMS, float64(5*c.cfg.ttl/time.Millisecond), "acquisitions stalled")
+	c.requireLive(r)
 }

@@ -80,7 +80,7 @@ func TestChaosMinorityKillPause(t *testing.T) {
 	assert.Positive(t, r.UnderFault, "handoffs happened while nodes were down")
 	// Liveness: with a majority always up, grants never stop for long. A
 	// key left on a paused node delays its next holder by at most one TTL.
-	assert.Less(t, r.MaxGapMS, float64(5*c.cfg.ttl/time.Millisecond), "acquisitions stalled")
+	c.requireLive(r)
 }
 
 // TestChaosMajorityDown: with a majority killed or paused there is no grant

@@ -44,7 +44,7 @@ import (
 const chaosPrefix = "chaos:"
 
 // chaosShort is the length of a worker scenario in the short tier.
-const chaosShort = 3 * time.Second
+const chaosShort = 4 * time.Second
 
 // chaosDuration returns how long a worker scenario runs: CHAOS_DURATION if
 // set (the soak tier), otherwise chaosShort.
@@ -471,6 +471,17 @@ func requireSafe(t *testing.T, r chaosReport) {
 		assert.True(t, lr.OK(), "key %s: lost updates %+v", k, lr)
 	}
 	assert.Empty(t, r.leftovers, "lock keys left after quiescence plus one TTL")
+}
+
+// requireLive asserts that grants kept coming: the longest time without
+// any grant stays below 5 TTLs (a key stranded on a cut node costs at most
+// one TTL, a fault at most 600 ms, a guard window one TTL), and below 3/4 of
+// the run so that the check still means something in the short tier.
+func (c *chaos) requireLive(r chaosReport) {
+	c.t.Helper()
+	bound := min(5*c.cfg.ttl, 3*chaosDuration(c.t)/4)
+	assert.Less(c.t, r.MaxGapMS, float64(bound/time.Millisecond), "acquisitions stalled")
+	assert.Positive(c.t, r.Handoffs)
 }
 
 // runScenario runs the workers for the scenario's duration with nemesis

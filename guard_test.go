@@ -226,3 +226,12 @@ func TestRestartGuardOptions(t *testing.T) {
 	assert.Equal(t, 2*time.Second+drift(2*time.Second, DefaultDriftFactor), c.guardWindow())
 	require.NoError(t, c.Close())
 }
+
+func TestParseInfoUptime(t *testing.T) {
+	si := parseInfo("# Server\r\nrun_id:abc\r\nuptime_in_seconds:42\r\n# Replication\r\nrole:master\r\n")
+	assert.Equal(t, "abc", si.runID)
+	assert.Equal(t, "master", si.role)
+	assert.Equal(t, 42*time.Second, si.uptime)
+	assert.Equal(t, time.Duration(-1), parseInfo("run_id:x\r\n").uptime, "absent")
+	assert.Equal(t, time.Duration(-1), parseInfo("uptime_in_seconds:-3\r\n").uptime, "garbage")
+}
