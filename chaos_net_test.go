@@ -105,7 +105,7 @@ func TestChaosPartitionMajorityNoGrant(t *testing.T) {
 	assert.Less(t, took, 5*timeout)
 	t.Logf("chaos %s: time to error behind a majority partition: %v (per-node timeout %v)", t.Name(), took.Round(time.Millisecond), timeout)
 	other := c.clients[1]
-	l, err := other.TryLock(context.Background(), "probe", c.cfg.ttl)
+	l, err := other.TryLock(context.Background(), "probe-other-side", c.cfg.ttl)
 	require.NoError(t, err, "the other side of the partition still has every node")
 	require.NoError(t, l.Unlock(context.Background()))
 }

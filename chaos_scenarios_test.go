@@ -107,9 +107,10 @@ func TestChaosMajorityDown(t *testing.T) {
 			var worst time.Duration
 			for i := 0; i < 5; i++ {
 				start := time.Now()
-				// A key of its own: a worker's release may still be in flight
-				// on k0, and a "no" vote would decide before every failure.
-				_, err := cl.TryLock(context.Background(), "probe", ttl)
+				// A key of its own each time: a release after a miss may still
+				// be in flight on a live node (for k0 or an earlier probe),
+				// and a "no" vote would decide before every failure is known.
+				_, err := cl.TryLock(context.Background(), fmt.Sprintf("probe%d", i), ttl)
 				took := time.Since(start)
 				worst = max(worst, took)
 				require.Error(t, err)

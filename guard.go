@@ -221,7 +221,7 @@ func (c *Client) onConnect(ctx context.Context, n *node, conn redis.Conn) error 
 	}
 	reply, err := redis.String(redis.DoContext(conn, ctx, "INFO", "server"))
 	if err != nil {
-		return fmt.Errorf("restart check (INFO): %w", err)
+		return err // a failed dial, as the operation that dialled reports it
 	}
 	c.observe(n, parseInfo(reply))
 	return nil
