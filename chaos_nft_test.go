@@ -72,7 +72,7 @@ func TestChaosNftPartition(t *testing.T) {
 	source := func(i int) string { return fmt.Sprintf("127.0.0.%d", 2+i) }
 	for _, majority := range []bool{false, true} {
 		t.Run(fmt.Sprintf("majority=%v", majority), func(t *testing.T) {
-			c := newChaos(t, chaosConfig{source: source, settle: 3 * time.Second})
+			c := newChaos(t, chaosConfig{source: source, settle: 10 * time.Second})
 			n := len(c.servers)
 			cut := func(client, node int) {
 				src, port := source(client), fmt.Sprint(c.servers[node].Port)

@@ -90,10 +90,11 @@ type chaosConfig struct {
 	// proxy) from the loopback address source(i), through pools given to
 	// New: the nftables tier tells Clients apart by source address.
 	source func(i int) string
-	// settle is added to the quiescence wait: with packet-level partitions,
+	// settle extends the cleanup check: with packet-level partitions,
 	// commands dropped during a cut are retransmitted by TCP up to one
 	// backed-off RTO after the heal (even on connections the Client has
-	// closed), so keys can land — with their PX — after the Clients closed.
+	// closed), so keys can land — with their PX — after the Clients closed;
+	// the check polls for up to settle more for them to expire.
 	settle time.Duration
 }
 
@@ -430,15 +431,31 @@ func (c *chaos) quiesce(r *chaosReport) {
 		}
 		s.Resume()
 	}
-	time.Sleep(c.cfg.settle + c.cfg.ttl + 100*time.Millisecond)
-	byNode := map[string][]string{}
-	for _, s := range c.servers {
-		keys, err := redis.Strings(s.Do("KEYS", chaosPrefix+"*"))
-		require.NoError(c.t, err, "node %s", s.Addr)
-		byNode[s.Addr] = keys
+	time.Sleep(c.cfg.ttl + 100*time.Millisecond)
+	// With packet-level faults, poll for up to settle more: late
+	// retransmissions may still be landing keys, each with its PX.
+	deadline := time.Now().Add(c.cfg.settle)
+	for {
+		byNode := map[string][]string{}
+		for _, s := range c.servers {
+			keys, err := redis.Strings(s.Do("KEYS", chaosPrefix+"*"))
+			require.NoError(c.t, err, "node %s", s.Addr)
+			byNode[s.Addr] = keys
+		}
+		r.leftovers = checker.Leftovers(byNode)
+		if len(r.leftovers) == 0 || !time.Now().Before(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	r.leftovers = checker.Leftovers(byNode)
 	r.Leftovers = len(r.leftovers)
+	for _, s := range c.servers { // say whether a leftover would ever expire
+		keys, _ := redis.Strings(s.Do("KEYS", chaosPrefix+"*"))
+		for _, k := range keys {
+			pttl, _ := redis.Int64(s.Do("PTTL", k))
+			c.t.Logf("leftover %s on %s: PTTL %d ms", k, s.Addr, pttl)
+		}
+	}
 }
 
 // log prints the report and appends it to CHAOS_REPORT if set.
