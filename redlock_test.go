@@ -107,6 +107,16 @@ func TestContendedTryLockLeavesNothing(t *testing.T) {
 
 	a, err := c.TryLock(ctx, "k", 10*time.Second)
 	require.NoError(t, err)
+	// TryLock returns at a quorum; let the holder's last SETs land, or a
+	// loaded machine lets the contender win a node first (legitimately).
+	require.Eventually(t, func() bool {
+		for _, s := range servers {
+			if v, _ := holder(t, s, "k"); v != a.Token() {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, time.Millisecond)
 	_, err = other.TryLock(ctx, "k", 10*time.Second)
 	require.Error(t, err)
 	assert.ErrorIs(t, err, ErrNotObtained)
