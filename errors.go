@@ -59,6 +59,12 @@ var (
 	// node never counts toward a quorum.
 	ErrEvictionPolicy = errors.New("redlock: node's maxmemory-policy can evict lock keys")
 
+	// ErrNodeGuarded is wrapped in the *NodeError of a node held out of
+	// every quorum by the restart guard: it restarted (its run_id changed), so
+	// it may have lost lock keys, and its guard window has not passed yet (see
+	// WithRestartGuard). The node counts again once the window has passed.
+	ErrNodeGuarded = errors.New("redlock: node restarted recently and is kept out of quorums")
+
 	// ErrClosed is returned by operations on a closed Client.
 	ErrClosed = errors.New("redlock: client closed")
 )
@@ -72,7 +78,7 @@ type NodeError struct {
 	Addr string
 	// Err is the cause: ErrNodeTimeout, a connection error, a Redis error
 	// reply (redis.Error), ErrNotMaster, ErrDuplicateNode,
-	// ErrEvictionPolicy, or the caller's context error.
+	// ErrEvictionPolicy, ErrNodeGuarded, or the caller's context error.
 	Err error
 }
 

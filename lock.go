@@ -92,6 +92,7 @@ func (l *Lock) Extend(ctx context.Context, ttl time.Duration) error {
 	case !start.Before(until):
 		return fmt.Errorf("%w: %q expired at %v", ErrLockLost, l.key, until.Format(time.RFC3339Nano))
 	}
+	c.noteTTL(ttl) // the restart guard's default window is the longest TTL used
 	errs, _ := c.extend(ctx, []extension{newExtension(l, ttl)})
 	return errs[0]
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gomodule/redigo/redis"
 )
@@ -32,18 +33,20 @@ type node struct {
 	mu     sync.Mutex
 	runID  string // the server's run_id, learnt at first contact
 	reject error  // permanent refusal found at first contact (not master, duplicate)
+	g      guardState
 }
 
 // serverInfo is what first contact learns from INFO.
 type serverInfo struct {
 	runID  string
 	role   string
-	policy string // maxmemory_policy
+	policy string        // maxmemory_policy
+	uptime time.Duration // -1 if not reported
 }
 
 // parseInfo reads the fields first contact needs from an INFO reply.
 func parseInfo(s string) serverInfo {
-	var si serverInfo
+	si := serverInfo{uptime: -1}
 	for _, line := range strings.Split(s, "\n") {
 		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
 		if !ok {
@@ -56,6 +59,8 @@ func parseInfo(s string) serverInfo {
 			si.role = v
 		case "maxmemory_policy":
 			si.policy = v
+		case "uptime_in_seconds":
+			si.uptime = parseUptime(v)
 		}
 	}
 	return si
@@ -72,22 +77,35 @@ func evicts(policy string) bool {
 // (same run_id), and whether its maxmemory-policy can evict lock keys (a
 // warning, or a refusal with WithStrictEvictionPolicy). A server whose INFO
 // lacks these fields is accepted unchecked. Until first contact succeeds it is
-// retried on every operation; a refusal is permanent.
+// retried on every operation; a refusal is permanent. After first contact it
+// re-runs INFO only when a connection-level failure made a restart possible,
+// and refuses the node (ErrNodeGuarded) while the restart guard holds it out
+// of quorums.
 func (c *Client) ready(ctx context.Context, n *node) error {
 	n.mu.Lock()
-	done, reject := n.runID != "", n.reject
+	done, reject, recheck := n.runID != "", n.reject, n.g.recheck
 	n.mu.Unlock()
 	if reject != nil {
 		return reject
 	}
+	if done && recheck {
+		reply, err := redis.String(n.t.do(ctx, "INFO", "server"))
+		if err != nil {
+			return fmt.Errorf("restart check (INFO): %w", err)
+		}
+		c.observe(n, parseInfo(reply))
+	}
 	if done {
-		return nil
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return c.guardedErr(n)
 	}
 	reply, err := redis.String(n.t.do(ctx, "INFO"))
 	if err != nil {
 		return fmt.Errorf("first contact (INFO): %w", err)
 	}
 	si := parseInfo(reply)
+	durable := c.durable(ctx, n)
 	if si.runID == "" {
 		// Real Redis always reports run_id and role; in-process servers
 		// (miniredis, used by the demo) and some proxies do not. Such a node
@@ -95,7 +113,7 @@ func (c *Client) ready(ctx context.Context, n *node) error {
 		si.runID = "unknown:" + n.addr
 	}
 
-	warn, err := c.admit(n, si)
+	warn, err := c.admit(n, si, durable)
 	if warn {
 		// Outside the locks: the hook is the caller's code.
 		c.cfg.evictionWarn(n.addr, si.policy)
@@ -105,13 +123,16 @@ func (c *Client) ready(ctx context.Context, n *node) error {
 
 // admit records the outcome of first contact with n. It reports whether this
 // call is the one that should warn about an evicting policy.
-func (c *Client) admit(n *node, si serverInfo) (warn bool, err error) {
+func (c *Client) admit(n *node, si serverInfo, durable bool) (warn bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.runID != "" || n.reject != nil { // another operation got there first
-		return false, n.reject
+		if n.reject != nil {
+			return false, n.reject
+		}
+		return false, c.guardedErr(n)
 	}
 	switch {
 	case si.role != "master" && si.role != "":
@@ -125,10 +146,12 @@ func (c *Client) admit(n *node, si serverInfo) (warn bool, err error) {
 			}
 		}
 	}
-	if n.reject == nil {
-		n.runID = si.runID
+	if n.reject != nil {
+		return false, n.reject
 	}
-	return n.reject == nil && evicts(si.policy), n.reject
+	c.firstContactGuard(n, si, durable)
+	n.runID = si.runID
+	return evicts(si.policy), c.guardedErr(n)
 }
 
 // eval runs a script on n after first contact.
@@ -136,5 +159,7 @@ func (c *Client) eval(ctx context.Context, n *node, s *script, keysAndArgs ...in
 	if err := c.ready(ctx, n); err != nil {
 		return nil, err
 	}
-	return n.t.eval(ctx, s, keysAndArgs...)
+	reply, err := n.t.eval(ctx, s, keysAndArgs...)
+	c.suspect(n, err)
+	return reply, err
 }

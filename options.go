@@ -50,6 +50,9 @@ type config struct {
 	maxHold        time.Duration // 0: auto-extension without a limit
 	fencing        bool          // WithFencing
 	fenceLifetime  time.Duration // WithFenceLifetime; whole milliseconds
+	guard          guardMode
+	guardWindow    time.Duration // 0: the longest TTL used, plus drift
+	exemptDurable  bool
 }
 
 func defaultConfig() config {

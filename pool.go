@@ -166,12 +166,24 @@ func tlsFor(ep endpoint, cfg *tls.Config) (*tls.Config, error) {
 }
 
 // dialPool builds the connection pool for one endpoint; tc is its TLS
-// configuration (nil: plaintext).
-func dialPool(ep endpoint, tc *tls.Config) *redis.Pool {
+// configuration (nil: plaintext). Every new connection is passed to
+// connected before it is handed out (the restart guard's run_id check); an
+// error closes it.
+func dialPool(ep endpoint, tc *tls.Config, connected func(context.Context, redis.Conn) error) *redis.Pool {
 	return &redis.Pool{
 		MaxIdle:     DefaultMaxIdle,
 		IdleTimeout: DefaultIdleTimeout,
-		DialContext: func(ctx context.Context) (redis.Conn, error) { return dialConn(ctx, ep, tc) },
+		DialContext: func(ctx context.Context) (redis.Conn, error) {
+			c, err := dialConn(ctx, ep, tc)
+			if err != nil {
+				return nil, err
+			}
+			if err := connected(ctx, c); err != nil {
+				c.Close()
+				return nil, err
+			}
+			return c, nil
+		},
 	}
 }
 
@@ -234,6 +246,17 @@ func redactErr(err error, password string) error {
 type poolTransport struct {
 	pool  Pool
 	owned *redis.Pool // closed by close when the Client dialled it
+	// onConnect checks each connection the owned pool establishes; set by
+	// the Client before its first operation, nil for pools given to New.
+	onConnect func(ctx context.Context, c redis.Conn) error
+}
+
+// connected runs onConnect, if set, on a new connection of the owned pool.
+func (p *poolTransport) connected(ctx context.Context, c redis.Conn) error {
+	if p.onConnect == nil {
+		return nil
+	}
+	return p.onConnect(ctx, c)
 }
 
 var _ transport = (*poolTransport)(nil)

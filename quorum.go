@@ -155,7 +155,7 @@ func (f *fanout) failures(votes []vote) []error {
 
 // awaitAnswered waits, for every node whose result in prior has arrived and
 // satisfies want, for this fan-out's result on that node, and repeats until a
-// pass finds no newly arrived node. After a miss (want: any answer) this
+// pass finds no newly arrived node. After a miss (want: answered) this
 // makes "no key of ours remains on any node that answered before TryLock
 // returned" hold, and after Unlock (want: granted) "no node that granted us
 // still holds the key", without waiting for nodes that do not answer (a
@@ -181,6 +181,9 @@ func (f *fanout) awaitAnswered(prior *fanout, want func(result) bool) {
 	}
 }
 
-// anyAnswer and granted are the filters of awaitAnswered.
-func anyAnswer(result) bool { return true }
-func granted(r result) bool { return r.vote == voteYes }
+// answered and granted are the filters of awaitAnswered. A node whose op
+// failed (timed out, paused, unreachable) would most likely cost the release
+// a full timeout too (with a majority paused, it would double the time to
+// error): its release finishes in the background.
+func answered(r result) bool { return r.vote != voteFail }
+func granted(r result) bool  { return r.vote == voteYes }

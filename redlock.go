@@ -30,7 +30,10 @@
 //   - a node that loses its data (restart without persistence, or with
 //     asynchronous fsync) stays out of service for longer than the longest
 //     TTL before rejoining ("delayed restart"), or persists with
-//     appendfsync always.
+//     appendfsync always. The Client enforces this itself for restarts it
+//     can see: a node whose run_id changed counts toward no quorum for one
+//     guard window (see WithRestartGuard, WithStrictRestartGuard and
+//     docs/chaos.md for what it cannot see).
 //
 // A lease cannot protect against the holder itself being paused (GC, page
 // faults, a stopped VM) past Until: the process learns of the expiry too late
@@ -79,8 +82,10 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/gomodule/redigo/redis"
 	"github.com/hashicorp/go-multierror"
 )
 
@@ -96,10 +101,11 @@ type Client struct {
 	done   chan struct{}  // closed by Close: wakes waiting Lock calls
 	wg     sync.WaitGroup // node calls in flight, including background releases
 
-	hub     *hub      // release subscriptions (wake.go)
-	queue   keyQueue  // local FIFO of waiting Lock calls per key (wait.go)
-	holders holders   // locks this Client holds, per key (wait.go)
-	wd      *watchdog // auto-extension of this Client's locks (KeepAlive, Do, Done)
+	hub     *hub         // release subscriptions (wake.go)
+	queue   keyQueue     // local FIFO of waiting Lock calls per key (wait.go)
+	holders holders      // locks this Client holds, per key (wait.go)
+	wd      *watchdog    // auto-extension of this Client's locks (KeepAlive, Do, Done)
+	maxTTL  atomic.Int64 // the longest TTL used, in ns: the default restart-guard window
 }
 
 // New returns a Client over the given pools, one per independent Redis
@@ -165,8 +171,10 @@ func Dial(urls []string, opts ...Option) (*Client, error) {
 		eps[i] = ep
 	}
 	for i, ep := range eps {
-		p := dialPool(ep, tcs[i])
-		nodes[i] = &node{addr: ep.addr, t: &poolTransport{pool: p, owned: p}}
+		t := &poolTransport{}
+		p := dialPool(ep, tcs[i], t.connected)
+		t.pool, t.owned = p, p
+		nodes[i] = &node{addr: ep.addr, t: t}
 	}
 	return build(nodes, cfg), nil
 }
@@ -193,6 +201,14 @@ func build(nodes []*node, cfg config) *Client {
 		}
 	}
 	c := &Client{nodes: nodes, cfg: cfg, done: make(chan struct{})}
+	for _, n := range nodes {
+		// The restart guard checks run_id on every connection a pool that
+		// Dial created establishes (guard.go).
+		if t, ok := n.t.(*poolTransport); ok && t.owned != nil {
+			n := n
+			t.onConnect = func(ctx context.Context, conn redis.Conn) error { return c.onConnect(ctx, n, conn) }
+		}
+	}
 	c.hub = newHub(c)
 	c.wd = newWatchdog(c)
 	return c
@@ -327,6 +343,7 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*L
 	}
 	name := c.cfg.keyPrefix + key
 	ms := ttl.Milliseconds()
+	c.noteTTL(ttl)
 	timeout := c.cfg.nodeTimeoutFor(ttl)
 
 	start := c.cfg.clock.Now()
@@ -352,7 +369,7 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*L
 	// A miss: release everywhere our key may be (step 5), under a context
 	// the caller cannot cancel.
 	rel := c.release(context.WithoutCancel(ctx), acq, name, token, timeout)
-	rel.awaitAnswered(acq, anyAnswer)
+	rel.awaitAnswered(acq, answered)
 
 	kinds := []error{ErrNotObtained}
 	what := "lock not obtained"

@@ -242,7 +242,8 @@ func (s *nodeSub) run(ctx context.Context) {
 			if s.read(ctx, psc) {
 				backoff = 50 * time.Millisecond // the connection worked for a while
 			}
-			conn.Close()
+			// Detach the connection under h.mu first (writers send with h.mu
+			// held, so none can reach it afterwards), then close it.
 			s.h.mu.Lock()
 			if s.conn == psc {
 				s.conn = nil
@@ -254,6 +255,9 @@ func (s *nodeSub) run(ctx context.Context) {
 				}
 			}
 			s.h.mu.Unlock()
+			s.writeM.Lock()
+			conn.Close()
+			s.writeM.Unlock()
 		}
 		select {
 		case <-ctx.Done():

@@ -42,7 +42,8 @@ type Server struct {
 	Addr string // 127.0.0.1:port
 	Port int
 	args []string
-	tls  *TLS // nil: plaintext
+	tls  *TLS     // nil: plaintext
+	env  []string // added to the test's environment
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -85,7 +86,13 @@ func StartTLS(tb testing.TB, n int, t *TLS, extraArgs ...string) []*Server {
 // NewServer starts one server on a free loopback port. The caller must
 // Close it (Start does so through the test's cleanup).
 func NewServer(extraArgs ...string) (*Server, error) {
-	return newServer(nil, extraArgs)
+	return newServer(nil, nil, extraArgs)
+}
+
+// NewServerEnv is NewServer with extra environment entries for the process
+// (and its restarts), e.g. LD_PRELOAD for a clock shim.
+func NewServerEnv(env []string, extraArgs ...string) (*Server, error) {
+	return newServer(nil, env, extraArgs)
 }
 
 // NewTLSServer is NewServer for a server that accepts only TLS connections
@@ -95,10 +102,10 @@ func NewTLSServer(t *TLS, extraArgs ...string) (*Server, error) {
 	if t == nil || t.Client == nil {
 		return nil, errors.New("NewTLSServer: want a TLS setup with a client configuration")
 	}
-	return newServer(t, extraArgs)
+	return newServer(t, nil, extraArgs)
 }
 
-func newServer(t *TLS, extraArgs []string) (*Server, error) {
+func newServer(t *TLS, env []string, extraArgs []string) (*Server, error) {
 	if _, err := Binary(); err != nil {
 		return nil, err
 	}
@@ -108,7 +115,7 @@ func newServer(t *TLS, extraArgs []string) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, args: extraArgs, tls: t}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, args: extraArgs, tls: t, env: env}
 		if lastErr = s.start(); lastErr == nil {
 			return s, nil
 		}
@@ -147,6 +154,9 @@ func (s *Server) start() error {
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = procAttr()
+	if len(s.env) > 0 {
+		cmd.Env = append(os.Environ(), s.env...)
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting redis-server: %w", err)
 	}

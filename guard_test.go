@@ -1,0 +1,237 @@
+package redlock
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/redlockgo/redlock/internal/redistest"
+)
+
+// guardedNodes returns the addresses whose NodeError in err wraps ErrNodeGuarded.
+func guardedNodes(err error) []string {
+	var out []string
+	var walk func(error)
+	walk = func(e error) {
+		if ne, ok := e.(*NodeError); ok {
+			if errors.Is(ne.Err, ErrNodeGuarded) && !contains(out, ne.Addr) {
+				out = append(out, ne.Addr)
+			}
+			return
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, c := range u.Unwrap() {
+				walk(c)
+			}
+		case interface{ WrappedErrors() []error }: // *multierror.Error
+			for _, c := range u.WrappedErrors() {
+				walk(c)
+			}
+		}
+	}
+	walk(err)
+	return out
+}
+
+// grantedBy returns the nodes on which l's token is set.
+func grantedBy(t *testing.T, servers []*redistest.Server, l *Lock) []string {
+	t.Helper()
+	var out []string
+	for _, s := range servers {
+		if v, _ := holder(t, s, l.name); v == l.Token() {
+			out = append(out, s.Addr)
+		}
+	}
+	return out
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestRestartGuardKeepsRestartedNodeOut(t *testing.T) {
+	servers, c := cluster(t, 3)
+	ctx := context.Background()
+	ttl := 800 * time.Millisecond
+	l, err := c.TryLock(ctx, "k", ttl)
+	require.NoError(t, err)
+	require.NoError(t, l.Unlock(ctx))
+
+	require.NoError(t, servers[0].Restart())
+	restarted := time.Now()
+	// The pool's idle connections to the old process fail once; the next
+	// connection is new and its INFO reveals the new run_id.
+	var guardedSeen bool
+	for i := 0; i < 100 && !guardedSeen; i++ {
+		l, err := c.TryLock(ctx, "k", ttl)
+		require.NoError(t, err, "two healthy nodes of three still make a quorum")
+		assert.NotContains(t, grantedBy(t, servers, l), servers[0].Addr, "a restarted node must not count during its guard")
+		require.NoError(t, l.Unlock(ctx))
+		c.nodes[0].mu.Lock()
+		guardedSeen = c.guardedErr(c.nodes[0]) != nil
+		c.nodes[0].mu.Unlock()
+	}
+	require.True(t, guardedSeen, "the restart was detected")
+
+	// Alone with the restarted node, no quorum: the error names it.
+	servers[1].Pause()
+	_, err = c.TryLock(ctx, "k", ttl)
+	servers[1].Resume()
+	require.Error(t, err)
+	assert.ErrorIs(t, err, ErrQuorumUnreachable)
+	assert.ErrorIs(t, err, ErrNodeGuarded)
+	assert.Contains(t, guardedNodes(err), servers[0].Addr)
+	assert.Contains(t, err.Error(), "restarted")
+
+	// After the window (ttl + drift from detection) it counts again.
+	require.Eventually(t, func() bool {
+		l, err := c.TryLock(ctx, "k", ttl)
+		if err != nil {
+			return false
+		}
+		defer l.Unlock(ctx)
+		return contains(grantedBy(t, servers, l), servers[0].Addr)
+	}, 10*time.Second, 20*time.Millisecond)
+	assert.GreaterOrEqual(t, time.Since(restarted), ttl, "not before the window")
+}
+
+func TestRestartGuardOff(t *testing.T) {
+	servers, c := cluster(t, 3, WithoutRestartGuard())
+	ctx := context.Background()
+	l, err := c.TryLock(ctx, "k", time.Second)
+	require.NoError(t, err)
+	require.NoError(t, l.Unlock(ctx))
+	require.NoError(t, servers[0].Restart())
+	servers[1].Pause()
+	defer servers[1].Resume()
+	// Within a couple of attempts (a dead pooled connection fails first) the
+	// restarted node counts at once.
+	var got bool
+	for i := 0; i < 20 && !got; i++ {
+		l, err := c.TryLock(ctx, "k", time.Second)
+		if err == nil {
+			got = true
+			require.NoError(t, l.Unlock(ctx))
+			continue
+		}
+		assert.NotErrorIs(t, err, ErrNodeGuarded)
+	}
+	assert.True(t, got)
+}
+
+// TestRestartGuardUserPool covers pools given to New, whose dials the Client
+// cannot see: a connection-level failure triggers the run_id check.
+func TestRestartGuardUserPool(t *testing.T) {
+	servers := redistest.Start(t, 3)
+	pools := make([]Pool, len(servers))
+	for i, s := range servers {
+		addr := s.Addr
+		p := &redis.Pool{MaxIdle: 4, DialContext: func(ctx context.Context) (redis.Conn, error) {
+			return redis.DialContext(ctx, "tcp", addr)
+		}}
+		t.Cleanup(func() { p.Close() })
+		pools[i] = p
+	}
+	c, err := New(pools)
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, c.Close()) })
+	ctx := context.Background()
+	l, err := c.TryLock(ctx, "k", time.Second)
+	require.NoError(t, err)
+	require.NoError(t, l.Unlock(ctx))
+
+	require.NoError(t, servers[0].Restart())
+	var guarded bool
+	for i := 0; i < 20 && !guarded; i++ {
+		l, err := c.TryLock(ctx, "k", time.Second)
+		require.NoError(t, err)
+		require.NoError(t, l.Unlock(ctx))
+		c.nodes[0].mu.Lock()
+		guarded = c.guardedErr(c.nodes[0]) != nil
+		c.nodes[0].mu.Unlock()
+	}
+	assert.True(t, guarded)
+}
+
+func TestStrictRestartGuardWaitsOnYoungNodes(t *testing.T) {
+	servers := redistest.Start(t, 3)
+	window := 1500 * time.Millisecond
+	c := dial(t, servers, WithStrictRestartGuard(), WithRestartGuard(window))
+	ctx := context.Background()
+	start := time.Now()
+	_, err := c.TryLock(ctx, "k", time.Second)
+	require.Error(t, err, "every node is younger than the window")
+	assert.ErrorIs(t, err, ErrQuorumUnreachable)
+	assert.GreaterOrEqual(t, len(guardedNodes(err)), 2, "TryLock stops once the quorum is impossible")
+	assert.Contains(t, err.Error(), "strict")
+
+	lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	l, err := c.Lock(lctx, "k", time.Second)
+	require.NoError(t, err)
+	require.NoError(t, l.Unlock(ctx))
+	assert.GreaterOrEqual(t, time.Since(start), window-time.Second, "uptime is in whole seconds")
+}
+
+func TestDurableNodesExempt(t *testing.T) {
+	dir := t.TempDir()
+	durable, err := redistest.NewServer("--appendonly", "yes", "--appendfsync", "always", "--dir", dir)
+	require.NoError(t, err)
+	t.Cleanup(durable.Close)
+	noConfig, err := redistest.NewServer("--appendonly", "yes", "--appendfsync", "always", "--dir", t.TempDir(), "--rename-command", "CONFIG", "")
+	require.NoError(t, err)
+	t.Cleanup(noConfig.Close)
+	plain := redistest.Start(t, 1)[0]
+	servers := []*redistest.Server{durable, noConfig, plain}
+	c := dial(t, servers, WithDurableNodesExempt(), WithStrictRestartGuard(), WithRestartGuard(time.Hour))
+	_, err = c.TryLock(context.Background(), "k", time.Second)
+	require.Error(t, err)
+	// Every node has had first contact once the background release ended.
+	require.NoError(t, c.Close())
+	guarded := func(i int) bool {
+		c.nodes[i].mu.Lock()
+		defer c.nodes[i].mu.Unlock()
+		return c.guardedErr(c.nodes[i]) != nil
+	}
+	assert.False(t, guarded(0), "appendfsync always is exempt")
+	assert.True(t, guarded(1), "CONFIG forbidden: not exempt")
+	assert.True(t, guarded(2))
+}
+
+func TestRestartGuardOptions(t *testing.T) {
+	_, err := Dial([]string{"127.0.0.1:1"}, WithRestartGuard(-time.Second))
+	assert.ErrorContains(t, err, "WithRestartGuard")
+	c, err := Dial([]string{"127.0.0.1:1"}, WithoutRestartGuard(), WithRestartGuard(time.Second))
+	require.NoError(t, err)
+	assert.Equal(t, guardOn, c.cfg.guard, "setting a window turns the guard back on")
+	assert.Equal(t, time.Second, c.guardWindow())
+	require.NoError(t, c.Close())
+
+	c, err = Dial([]string{"127.0.0.1:1"})
+	require.NoError(t, err)
+	assert.Zero(t, c.guardWindow(), "no TTL used yet")
+	c.noteTTL(2 * time.Second)
+	c.noteTTL(time.Second)
+	assert.Equal(t, 2*time.Second+drift(2*time.Second, DefaultDriftFactor), c.guardWindow())
+	require.NoError(t, c.Close())
+}
+
+func TestParseInfoUptime(t *testing.T) {
+	si := parseInfo("# Server\r\nrun_id:abc\r\nuptime_in_seconds:42\r\n# Replication\r\nrole:master\r\n")
+	assert.Equal(t, "abc", si.runID)
+	assert.Equal(t, "master", si.role)
+	assert.Equal(t, 42*time.Second, si.uptime)
+	assert.Equal(t, time.Duration(-1), parseInfo("run_id:x\r\n").uptime, "absent")
+	assert.Equal(t, time.Duration(-1), parseInfo("uptime_in_seconds:-3\r\n").uptime, "garbage")
+}
