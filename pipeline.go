@@ -180,12 +180,22 @@ func (p *pipe) alive() bool {
 }
 
 // call queues a command and waits for its reply or ctx's end.
+//
+// The connection is judged by the node's responsiveness: a reply is due
+// within the per-node timeout of the send (carried in ctx by the fan-out).
+// A caller may give up earlier, on its own deadline or cancellation; its
+// command stays queued, and that must not fail the connection and every
+// command queued behind (a cleanup release among them could then be lost
+// while the acquire before it was applied).
 func (p *pipe) call(ctx context.Context, cmd string, args ...interface{}) (interface{}, error) {
-	deadline, ok := ctx.Deadline()
+	due, ok := ctx.Value(nodeTimeoutKey{}).(time.Duration)
 	if !ok {
-		deadline = time.Now().Add(MaxNodeTimeout)
+		due = MaxNodeTimeout
+		if dl, ok := ctx.Deadline(); ok {
+			due = time.Until(dl)
+		}
 	}
-	cl := &call{deadline: deadline, ready: make(chan struct{})}
+	cl := &call{deadline: time.Now().Add(due), ready: make(chan struct{})}
 	p.mu.Lock()
 	if p.dead != nil {
 		err := p.dead

@@ -156,3 +156,39 @@ func TestPoolTransport(t *testing.T) {
 	_, err = c.TryLock(ctx, "k", 10*time.Second)
 	assert.ErrorIs(t, err, ErrQuorumUnreachable)
 }
+
+// Waiters whose context ends while their commands are in flight must not
+// leave keys behind: an abandoned call must not fail the shared connection
+// and the cleanup releases queued behind it (a regression: one run in four
+// left a fresh key on two nodes).
+func TestNoKeysLeftByCancelledWaiters(t *testing.T) {
+	servers := redistest.Start(t, 5)
+	for run := 0; run < 4; run++ {
+		c, err := Dial(redistest.Addrs(servers))
+		require.NoError(t, err)
+		key := fmt.Sprint("hot", run)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		var wg sync.WaitGroup
+		for w := 0; w < 16; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					l, err := c.Lock(ctx, key, 10*time.Second)
+					if err != nil {
+						continue
+					}
+					time.Sleep(time.Millisecond)
+					assert.NoError(t, l.Unlock(context.Background()))
+				}
+			}()
+		}
+		wg.Wait()
+		cancel()
+		require.NoError(t, c.Close())
+		for _, s := range servers {
+			v, pttl := holder(t, s, key)
+			assert.Equal(t, "", v, "run %d: key left on %s (pttl %d)", run, s.Addr, pttl)
+		}
+	}
+}

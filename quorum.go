@@ -68,6 +68,11 @@ type result struct {
 	err    error  // set when vote is voteFail
 }
 
+// nodeTimeoutKey carries the per-node timeout in the context of a node
+// operation: the pipelined transport judges a connection by it, not by the
+// caller's own deadline, which may be earlier (see pipe.call).
+type nodeTimeoutKey struct{}
+
 // nodeOp performs one operation on one node within ctx, whose deadline is the
 // per-node timeout, and classifies the answer. prior is the node's result in
 // the fan-out this one was started after, or nil.
@@ -108,7 +113,7 @@ func (c *Client) start(ctx context.Context, timeout time.Duration, after *fanout
 				<-after.done[i]
 				prior = &after.results[i]
 			}
-			nctx, cancel := context.WithTimeout(ctx, timeout)
+			nctx, cancel := context.WithTimeout(context.WithValue(ctx, nodeTimeoutKey{}, timeout), timeout)
 			r := op(nctx, nd, prior)
 			if r.vote == voteFail {
 				r.err = nodeErr(ctx, nctx, nd.addr, timeout, r.err)

@@ -31,8 +31,8 @@ type locker interface {
 
 func newLocker(lib string, addrs []string) (locker, error) {
 	switch lib {
-	case "redlock":
-		c, err := redlock.Dial(addrs)
+	case "redlock", "redlock-pool": // redlock-pool: the pool-per-call transport
+		c, err := redlock.Dial(addrs, redlock.WithPipelining(lib == "redlock"))
 		if err != nil {
 			return nil, err
 		}
