@@ -1,6 +1,7 @@
-# make test: installs what the tests need when missing (redis-server, and gcc
-# for -race), then runs the whole suite of every module in the workspace with
-# the race detector. CI (.ci/run) calls exactly this.
+# make test: installs what the tests need when missing (redis-server; gcc for
+# -race and the chaos suite's clock shim; as root, nftables and iproute2 for
+# the chaos suite's partition tier), then runs the whole suite of every module
+# in the workspace with the race detector. CI (.ci/run) calls exactly this.
 SHELL := /bin/bash
 GO ?= go
 APT_UPDATED := /tmp/.redlock-apt-updated
@@ -21,6 +22,10 @@ deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	if [ "$$(id -u)" = 0 ]; then \
+		command -v nft >/dev/null || missing="$$missing nftables"; \
+		command -v ip >/dev/null || missing="$$missing iproute2"; \
+	fi; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
