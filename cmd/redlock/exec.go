@@ -201,6 +201,18 @@ func runExec(c *redlock.Client, key string, argv []string, f execFlags, stdout, 
 	until := l.Until()
 	term := time.NewTimer(time.Until(until.Add(-f.margin - f.grace)))
 	defer term.Stop()
+	var poll <-chan time.Time // --verbose: report renewals as they land
+	if f.verbose {
+		t := time.NewTicker(max(f.ttl/20, 10*time.Millisecond))
+		defer t.Stop()
+		poll = t.C
+	}
+	renewed := func() {
+		if u := l.Until(); u.After(until) {
+			logf("renewed %q until=%s", key, u.Format("15:04:05.000"))
+			until = u
+		}
+	}
 	var (
 		lost     error
 		kill     <-chan time.Time
@@ -222,16 +234,17 @@ func runExec(c *redlock.Client, key string, argv []string, f execFlags, stdout, 
 		case sig := <-sigs:
 			logf("forwarding %v to the child's group", sig)
 			group(sig.(syscall.Signal))
+		case <-poll:
+			if lost == nil {
+				renewed()
+			}
 		case <-term.C:
 			if lost != nil {
 				break
 			}
-			u := l.Until()
+			renewed()
+			u := until
 			if next := u.Add(-f.margin - f.grace); time.Now().Before(next) {
-				if u.After(until) {
-					logf("renewed %q until=%s", key, u.Format("15:04:05.000"))
-					until = u
-				}
 				term.Reset(time.Until(next))
 				break
 			}
