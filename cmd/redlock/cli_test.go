@@ -223,10 +223,10 @@ func TestCLIUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{},
 		{"bogus"},
-		{"exec", nodes, "k"},                    // no -- COMMAND
-		{"exec", nodes, "k", "true"},            // missing --
-		{"exec", nodes, "k", "--"},              // no command
-		{"exec", "k", "--", "true"},             // no nodes at all
+		{"exec", nodes, "k"},         // no -- COMMAND
+		{"exec", nodes, "k", "true"}, // missing --
+		{"exec", nodes, "k", "--"},   // no command
+		{"exec", "k", "--", "true"},  // no nodes at all
 		{"exec", "--nodes=ftp://h:1", "k", "--", "true"},
 		{"exec", nodes, "--ttl=1s", "--grace=1s", "k", "--", "true"},
 		{"exec", nodes, "--bogus", "k", "--", "true"},
