@@ -319,3 +319,32 @@ func TestBench(t *testing.T) {
 	assert.Contains(t, stdout, "locks/s")
 	assert.Contains(t, stdout, "acquire  p50")
 }
+
+// The TLS flags reach both the library (exec) and the plain connections
+// (status, unlock), with mutual TLS.
+func TestCLIOverMutualTLS(t *testing.T) {
+	certs := redistest.NewCerts(t)
+	servers := redistest.StartTLS(t, 3, certs.ServerTLS(true))
+	var urls []string
+	for _, s := range servers {
+		urls = append(urls, "rediss://"+s.Addr)
+	}
+	tlsFlags := []string{"--nodes=" + strings.Join(urls, ","), "--tls-ca=" + certs.CAFile, "--tls-cert=" + certs.ClientCert, "--tls-key=" + certs.ClientKey}
+	with := func(args ...string) []string { return append(append([]string{args[0]}, tlsFlags...), args[1:]...) }
+
+	code, stdout, stderr := runCLI(t, with("exec", "--fencing", "tk", "--", "sh", "-c", `echo "$REDLOCK_FENCE"`)...)
+	require.Equal(t, 0, code, stderr)
+	assert.NotEqual(t, "", strings.TrimSpace(stdout))
+
+	code, stdout, stderr = runCLI(t, with("status", "tk")...)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stdout, "held on 0 of 3 nodes (quorum 2), 3 answered")
+	assert.Equal(t, 3, strings.Count(stdout, "rediss://127.0.0.1:"), stdout)
+
+	code, _, stderr = runCLI(t, with("unlock", "--force", "--yes", "tk")...)
+	require.Equal(t, 0, code, stderr)
+
+	// Without the client certificate the servers refuse: exec cannot obtain.
+	code, _, _ = runCLI(t, "exec", "--wait=0", "--nodes="+strings.Join(urls, ","), "--tls-ca="+certs.CAFile, "tk", "--", "true")
+	assert.Equal(t, exitNotObtained, code)
+}
