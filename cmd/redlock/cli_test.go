@@ -348,3 +348,21 @@ func TestCLIOverMutualTLS(t *testing.T) {
 	code, _, _ = runCLI(t, "exec", "--wait=0", "--nodes="+strings.Join(urls, ","), "--tls-ca="+certs.CAFile, "tk", "--", "true")
 	assert.Equal(t, exitNotObtained, code)
 }
+
+// A lock that vanished unnoticed while the child ran (here: deleted behind
+// its back, before the first renewal) is reported at release as lost.
+func TestExecReportsLossFoundAtRelease(t *testing.T) {
+	servers := redistest.Start(t, 3)
+	gate := filepath.Join(t.TempDir(), "go")
+	cmd, _, stderr := cli(t, "exec", nodesFlag(servers), "--ttl=30s", "k", "--",
+		"sh", "-c", `while [ ! -e "$0" ]; do sleep 0.02; done`, gate)
+	require.NoError(t, cmd.Start())
+	require.Eventually(t, func() bool { return heldOn(t, servers, "k")[0] != "" }, 30*time.Second, 10*time.Millisecond)
+	for _, s := range servers {
+		_, err := s.Do("DEL", "k")
+		require.NoError(t, err)
+	}
+	require.NoError(t, os.WriteFile(gate, nil, 0o600))
+	assert.Equal(t, exitLost, waitCode(t, cmd), stderr.String())
+	assert.Contains(t, stderr.String(), "lost")
+}

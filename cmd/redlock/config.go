@@ -141,6 +141,10 @@ func (f *nodeFlags) dialRaw(ctx context.Context, timeout time.Duration) ([]rawNo
 				u = "redis://" + u
 			}
 		}
+		if _, err := url.Parse(u); err != nil {
+			// url's errors quote the URL, password included.
+			return nil, fmt.Errorf("node URL %d of --nodes is malformed", i+1)
+		}
 		nodes[i].url = redact(u)
 		opts := []redis.DialOption{
 			redis.DialConnectTimeout(timeout), redis.DialReadTimeout(timeout), redis.DialWriteTimeout(timeout),

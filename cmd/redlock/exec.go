@@ -161,14 +161,16 @@ func runExec(c *redlock.Client, key string, argv []string, f execFlags, stdout, 
 		return exitNotObtained
 	}
 	logf("acquired %q fence=%d until=%s", key, l.Fence(), l.Until().Format("15:04:05.000"))
-	release := func() {
+	release := func() error {
 		rctx, cancel := context.WithTimeout(context.Background(), f.ttl)
 		defer cancel()
-		if err := l.Unlock(rctx); err != nil {
+		err := l.Unlock(rctx)
+		if err != nil {
 			logf("release of %q: %v", key, err)
-			return
+			return err
 		}
 		logf("released %q", key)
+		return nil
 	}
 	if err := l.KeepAlive(); err != nil {
 		release()
@@ -267,7 +269,11 @@ func runExec(c *redlock.Client, key string, argv []string, f execFlags, stdout, 
 		// group must not outlive the deadline either.
 		group(syscall.SIGKILL)
 	}
-	release()
+	if err := release(); lost == nil && errors.Is(err, redlock.ErrLockLost) && !errors.Is(err, redlock.ErrQuorumUnreachable) {
+		// The lock ran out unnoticed while the child ran (as Do reports):
+		// its last steps may have overlapped another holder.
+		lost = err
+	}
 	if lost != nil {
 		fmt.Fprintf(stderr, "redlock exec: lock %q lost while the command ran: %v; the command was terminated\n", key, lost)
 		return exitLost
