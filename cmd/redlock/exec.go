@@ -40,11 +40,13 @@ group; the lock is released once the child has exited.
 
 exit status:
   COMMAND's   the child ran and exited (128+N: killed by signal N)
-  2           usage error (bad flags or arguments, unusable --ttl)
+  2           usage error: bad flags or arguments, no nodes, unreadable TLS
+              files, --margin + --grace above ttl/2
   75          the lock was not obtained within --wait (or the nodes are unreachable)
-  76          the lock was lost while the child ran; the child was terminated
-  1           another error (e.g. TLS files unreadable)
+  76          the lock was lost while the child ran (the child was terminated),
+              or the release found it already gone
   126, 127    COMMAND could not be executed / was not found
+  1           another error
 
 examples:
   redlock exec --nodes h1:6379,h2:6379,h3:6379 nightly-report -- ./report.sh
