@@ -25,6 +25,7 @@ type demoConfig struct {
 	duration time.Duration
 	kind     string
 	key      string
+	timeline string // SVG file to draw, "" for none
 }
 
 // demoSummary is what a demo run observed.
@@ -40,6 +41,29 @@ type demoSummary struct {
 	waits           []time.Duration
 	events          []string
 	nodeDescription string
+
+	// Fencing: every grant's token must exceed the previous grant's.
+	fenceFirst, fenceLast uint64
+	fenceRegressions      int64
+
+	// For the timeline.
+	holds      []hold
+	nodeEvents []nodeEvent
+	elapsed    time.Duration
+}
+
+// hold is one grant, from the worker's Lock returning to its Unlock, in time
+// since the start of the run.
+type hold struct {
+	worker   int
+	from, to time.Duration
+}
+
+// nodeEvent is a node crash or restart, in time since the start of the run.
+type nodeEvent struct {
+	at      time.Duration
+	node    int // 0-based
+	crashed bool
 }
 
 func (s *demoSummary) lostUpdates() int64 { return s.grants - s.counter }
@@ -53,6 +77,7 @@ func demoCommand(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.clients, "clients", 2, "redlock Clients the workers are spread over")
 	fs.DurationVar(&cfg.ttl, "ttl", 2*time.Second, "lock TTL")
 	fs.DurationVar(&cfg.duration, "duration", 8*time.Second, "how long the workers contend")
+	fs.StringVar(&cfg.timeline, "timeline", "", "write an SVG `FILE` drawing each worker's holds and the node events on one time axis")
 	fs.StringVar(&cfg.kind, "embedded", kindAuto, "embedded nodes: auto (redis-server if on PATH, else miniredis), redis-server or miniredis")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: redlock demo [flags]
@@ -60,14 +85,20 @@ func demoCommand(args []string, stdout, stderr io.Writer) int {
 Starts local Redis nodes, runs workers that contend for one lock to increment
 a shared counter, crashes nodes part-way and restarts them empty after the TTL
 (a "delayed restart"), and prints what happened: grants, handoffs, lost
-updates (must be 0) and node events. Exits 1 if a safety check failed.
+updates (must be 0), whether the fencing tokens of successive grants
+increased, and node events. Exits 1 if a safety check failed.
+
+examples:
+  redlock demo
+  redlock demo --duration 20s --workers 10 --timeline demo.svg
+  redlock demo --embedded miniredis --ttl 500ms
 
 flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "redlock demo: unexpected argument %q\n", fs.Arg(0))
@@ -90,7 +121,14 @@ flags:
 		return exitFailure
 	}
 	printSummary(stdout, cfg, s)
-	if s.lostUpdates() != 0 || s.overlaps != 0 || s.overruns != 0 {
+	if cfg.timeline != "" {
+		if err := writeTimelineFile(cfg.timeline, cfg, s); err != nil {
+			fmt.Fprintln(stderr, "redlock demo:", err)
+			return exitFailure
+		}
+		fmt.Fprintf(stdout, "\ntimeline written to %s\n", cfg.timeline)
+	}
+	if s.lostUpdates() != 0 || s.overlaps != 0 || s.overruns != 0 || s.fenceRegressions != 0 {
 		fmt.Fprintln(stderr, "redlock demo: SAFETY CHECK FAILED")
 		return exitFailure
 	}
@@ -115,7 +153,7 @@ func runDemo(ctx context.Context, cfg demoConfig, out io.Writer) (*demoSummary, 
 	}
 	clients := make([]*redlock.Client, cfg.clients)
 	for i := range clients {
-		c, err := redlock.Dial(addrs)
+		c, err := redlock.Dial(addrs, redlock.WithFencing())
 		if err != nil {
 			return nil, err
 		}
@@ -137,6 +175,7 @@ func runDemo(ctx context.Context, cfg demoConfig, out io.Writer) (*demoSummary, 
 		lastWorker   = -1
 		counter      int64  // the protected resource: read, pause, write back
 		downMask     uint64 // nodes crashed and not yet restarted
+		lastFence    uint64 // the previous grant's fencing token
 		grants       atomic.Int64
 		failed, unrc atomic.Int64
 	)
@@ -169,6 +208,13 @@ func runDemo(ctx context.Context, cfg demoConfig, out io.Writer) (*demoSummary, 
 				if holder >= 0 && time.Now().Before(holderUntil) {
 					s.overlaps++
 				}
+				if f := l.Fence(); f <= lastFence {
+					s.fenceRegressions++
+				} else if lastFence == 0 {
+					s.fenceFirst = f
+				}
+				lastFence = max(lastFence, l.Fence())
+				granted := time.Since(start)
 				if lastWorker != w {
 					s.handoffs++
 					if lastWorker >= 0 && lastWorker%len(clients) != w%len(clients) {
@@ -188,6 +234,7 @@ func runDemo(ctx context.Context, cfg demoConfig, out io.Writer) (*demoSummary, 
 					s.overruns++
 				}
 				holder = -1
+				s.holds = append(s.holds, hold{worker: w, from: granted, to: time.Since(start)})
 				mu.Unlock()
 				l.Unlock(context.Background())
 			}
@@ -208,6 +255,7 @@ func runDemo(ctx context.Context, cfg demoConfig, out io.Writer) (*demoSummary, 
 			nodes[v].Crash()
 			mu.Lock()
 			downMask |= 1 << v
+			s.nodeEvents = append(s.nodeEvents, nodeEvent{at: time.Since(start), node: v, crashed: true})
 			mu.Unlock()
 			event("node %d crashed (data lost)", v+1)
 			if !sleepUntil(runCtx, time.Now().Add(cfg.ttl+cfg.ttl/4)) {
@@ -219,6 +267,7 @@ func runDemo(ctx context.Context, cfg demoConfig, out io.Writer) (*demoSummary, 
 			}
 			mu.Lock()
 			downMask &^= 1 << v
+			s.nodeEvents = append(s.nodeEvents, nodeEvent{at: time.Since(start), node: v})
 			mu.Unlock()
 			event("node %d restarted empty, %v after its crash (longer than the ttl)", v+1, (cfg.ttl + cfg.ttl/4).Round(time.Millisecond))
 		}
@@ -245,7 +294,7 @@ func runDemo(ctx context.Context, cfg demoConfig, out io.Writer) (*demoSummary, 
 	}()
 	wg.Wait()
 
-	s.grants, s.counter = grants.Load(), counter
+	s.grants, s.counter, s.fenceLast, s.elapsed = grants.Load(), counter, lastFence, time.Since(start)
 	s.failedAttempts, s.unreachable = failed.Load(), unrc.Load()
 	return s, nil
 }
@@ -291,6 +340,11 @@ func printSummary(w io.Writer, cfg demoConfig, s *demoSummary) {
 	fmt.Fprintf(w, "  lost updates    %d (counter %d, increments acknowledged %d)\n", s.lostUpdates(), s.counter, s.grants)
 	fmt.Fprintf(w, "  overlaps        %d (a grant while another holder was still valid)\n", s.overlaps)
 	fmt.Fprintf(w, "  overruns        %d (work still running after Until)\n", s.overruns)
+	if s.fenceRegressions == 0 {
+		fmt.Fprintf(w, "  fencing tokens  monotonic (each grant's token above the previous one: %d .. %d)\n", s.fenceFirst, s.fenceLast)
+	} else {
+		fmt.Fprintf(w, "  fencing tokens  NOT monotonic: %d grants had a token not above the previous grant's\n", s.fenceRegressions)
+	}
 	fmt.Fprintf(w, "  wait for lock   p50 %v  p99 %v  max %v\n", pct(0.5), pct(0.99), pct(1))
 	fmt.Fprintf(w, "  failed attempts %d (%d quorum unreachable)\n", s.failedAttempts, s.unreachable)
 }

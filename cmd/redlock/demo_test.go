@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +28,10 @@ func testDemo(t *testing.T, kind string) {
 	assert.Zero(t, s.lostUpdates())
 	assert.Zero(t, s.overlaps)
 	assert.Zero(t, s.overruns)
+	assert.Zero(t, s.fenceRegressions, "fencing tokens must increase from grant to grant")
+	assert.Greater(t, s.fenceLast, s.fenceFirst)
+	assert.Len(t, s.holds, int(s.grants), "one hold interval per grant")
+	assert.Len(t, s.nodeEvents, 4)
 	require.Len(t, s.events, 4, "two crashes and two delayed restarts")
 	assert.Contains(t, s.events[0], "crashed")
 	assert.Contains(t, s.events[1], "restarted empty")
@@ -67,13 +73,37 @@ func TestMiniNodeExpiresInRealTime(t *testing.T) {
 	assert.Zero(t, n2, "a crash loses the data")
 }
 
-// buildBinary builds the command once per test binary.
+// buildBinary builds the command once per test binary (in a directory
+// removed by TestMain) and returns its path.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "redlock")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	return bin
+	binOnce.Do(func() {
+		binPath = filepath.Join(binDir, "redlock")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	require.NoError(t, binErr)
+	return binPath
+}
+
+var (
+	binDir  string
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+func TestMain(m *testing.M) {
+	var err error
+	if binDir, err = os.MkdirTemp("", "redlock-cli-test"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(binDir)
+	os.Exit(code)
 }
 
 // The README's first command must work on a machine with Go only.
@@ -85,6 +115,7 @@ func TestDemoBinaryWithoutRedisServer(t *testing.T) {
 	require.NoError(t, err, "%s", out)
 	assert.Contains(t, string(out), "in-process miniredis")
 	assert.Contains(t, string(out), "lost updates    0")
+	assert.Contains(t, string(out), "fencing tokens  monotonic")
 }
 
 func TestUsageErrors(t *testing.T) {
