@@ -106,7 +106,14 @@ func (t *pipeTransport) do(ctx context.Context, cmd string, args ...interface{})
 		v, err := p.call(ctx, cmd, args...)
 		var ns *notSentError
 		if errors.As(err, &ns) && ctx.Err() == nil {
-			continue // the connection died before our command went out: a fresh one may take it
+			// The connection died before our command went out: once the
+			// reader has declared it dead, a fresh one may take it.
+			select {
+			case <-ns.pipe.deadCh:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 		}
 		return v, err
 	}
@@ -114,7 +121,10 @@ func (t *pipeTransport) do(ctx context.Context, cmd string, args ...interface{})
 
 // notSentError fails a call whose command never reached the connection
 // (it was already dead): unlike other failures, its outcome is known.
-type notSentError struct{ err error }
+type notSentError struct {
+	err  error
+	pipe *pipe // the dead (or dying) pipe
+}
 
 func (e *notSentError) Error() string { return e.err.Error() }
 func (e *notSentError) Unwrap() error { return e.err }
@@ -158,15 +168,17 @@ type call struct {
 type pipe struct {
 	c redis.Conn
 
-	mu      sync.Mutex // guards the fields below and Send on c
-	waiting []*call    // sent (or buffered), in order, awaiting replies
-	dead    error      // set once the connection failed; never cleared
+	mu      sync.Mutex    // guards the fields below and Send on c
+	waiting []*call       // sent (or buffered), in order, awaiting replies
+	dead    error         // set once the connection failed; never cleared
+	deadCh  chan struct{} // closed when dead is set
+	broken  error         // a write failed and the socket was broken; the reader fails the pipe
 	flush   chan struct{}
 	recv    chan struct{}
 }
 
 func newPipe(c redis.Conn, wg *sync.WaitGroup) *pipe {
-	p := &pipe{c: c, flush: make(chan struct{}, 1), recv: make(chan struct{}, 1)}
+	p := &pipe{c: c, deadCh: make(chan struct{}), flush: make(chan struct{}, 1), recv: make(chan struct{}, 1)}
 	wg.Add(2)
 	go func() { defer wg.Done(); p.writer() }()
 	go func() { defer wg.Done(); p.reader() }()
@@ -200,14 +212,17 @@ func (p *pipe) call(ctx context.Context, cmd string, args ...interface{}) (inter
 	if p.dead != nil {
 		err := p.dead
 		p.mu.Unlock()
-		return nil, &notSentError{err}
+		return nil, &notSentError{err: err, pipe: p}
 	}
 	if err := p.c.Send(cmd, args...); err != nil {
 		// redigo buffers Send; an error means the connection already
-		// failed to write, before this command.
+		// failed to write, before this command. The reader decides why the
+		// pipe died (it saw the cause first): break the socket so that it does.
+		abort(p.c)
+		p.broken = err
 		p.mu.Unlock()
-		p.fail(err)
-		return nil, &notSentError{err}
+		signal(p.recv)
+		return nil, &notSentError{err: err, pipe: p}
 	}
 	p.waiting = append(p.waiting, cl)
 	p.mu.Unlock()
@@ -241,25 +256,41 @@ func (p *pipe) writer() {
 			return
 		}
 		err := p.c.Flush()
-		p.mu.Unlock()
 		if err != nil {
-			p.fail(err)
+			// As in call: let the reader, which sees the cause, fail the pipe.
+			abort(p.c)
+			p.broken = err
+			p.mu.Unlock()
+			signal(p.recv)
 			return
 		}
+		p.mu.Unlock()
 	}
 }
 
-// reader receives replies in order and hands each to its call.
+// reader receives replies in order and hands each to its call. It is the
+// connection's last user: when the pipe dies it closes the connection.
 func (p *pipe) reader() {
+	defer func() {
+		p.mu.Lock() // Send and Flush run under p.mu: none is in progress
+		p.c.Close()
+		p.mu.Unlock()
+	}()
 	for {
 		p.mu.Lock()
-		for len(p.waiting) == 0 && p.dead == nil {
+		for len(p.waiting) == 0 && p.dead == nil && p.broken == nil {
 			p.mu.Unlock()
 			<-p.recv
 			p.mu.Lock()
 		}
 		if p.dead != nil {
 			p.mu.Unlock()
+			return
+		}
+		if len(p.waiting) == 0 { // broken with nothing to read: the write error is the cause
+			err := p.broken
+			p.mu.Unlock()
+			p.fail(err)
 			return
 		}
 		earliest := p.waiting[0].deadline
@@ -298,7 +329,8 @@ func (p *pipe) reader() {
 }
 
 // fail marks the connection dead, fails every waiting call with err (their
-// outcome is unknown) and closes the connection; the next call dials anew.
+// outcome is unknown) and breaks the socket, which ends the reader and the
+// writer; the reader closes the connection. The next call dials anew.
 func (p *pipe) fail(err error) {
 	p.mu.Lock()
 	if p.dead != nil {
@@ -306,14 +338,15 @@ func (p *pipe) fail(err error) {
 		return
 	}
 	p.dead = err
+	close(p.deadCh)
 	waiting := p.waiting
 	p.waiting = nil
+	abort(p.c) // under p.mu: redigo's Send and Flush must not run meanwhile
 	p.mu.Unlock()
 	for _, cl := range waiting {
 		cl.err = err
 		close(cl.ready)
 	}
-	abort(p.c)
 	signal(p.flush) // wakes the writer so it sees dead
 	signal(p.recv)  // and the reader
 }
@@ -321,12 +354,12 @@ func (p *pipe) fail(err error) {
 // expired is a context whose deadline has passed.
 var expired, _ = context.WithDeadline(context.Background(), time.Unix(0, 0))
 
-// abort closes c without reading: redigo's Close on a pooled connection
-// first reads the replies still outstanding, with no deadline, which on a
-// paused node never returns (and clears the read deadline the reader relies
-// on). A call with an expired deadline makes redigo break the socket at
-// once; Close then has nothing to wait for and discards the connection.
+// abort breaks c's socket without reading: redigo's Close on a pooled
+// connection first reads the replies still outstanding, with no deadline,
+// which on a paused node never returns (and clears the read deadline the
+// reader relies on). A call with an expired deadline makes redigo close the
+// socket at once; the later Close then has nothing to wait for and discards
+// the connection.
 func abort(c redis.Conn) {
 	_, _ = redis.DoContext(c, expired, "")
-	c.Close()
 }

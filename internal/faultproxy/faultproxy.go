@@ -19,7 +19,7 @@ type mode uint8
 
 const (
 	pass      mode = iota // forward
-	blackhole             // read and drop: the peer sees silence, as behind a partition that drops packets
+	blackhole             // hold: the peer sees silence, as behind a partition; TCP delivers the bytes after it heals
 	reset                 // close every connection with RST and refuse new ones the same way
 )
 
@@ -41,10 +41,12 @@ type Proxy struct {
 type link struct {
 	client, server net.Conn
 	once           sync.Once
+	gone           chan struct{} // closed by close
 }
 
 func (l *link) close(rst bool) {
 	l.once.Do(func() {
+		close(l.gone)
 		if rst {
 			abort(l.client)
 			abort(l.server)
@@ -52,6 +54,23 @@ func (l *link) close(rst bool) {
 		l.client.Close()
 		l.server.Close()
 	})
+}
+
+// closed reports whether the link was closed (by a peer, Reset or Close).
+func (l *link) closed() bool {
+	select {
+	case <-l.gone:
+		return true
+	default:
+		return false
+	}
+}
+
+// current returns the proxy's mode and delay.
+func (p *Proxy) current() (mode, time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mode, p.delay
 }
 
 // abort makes the next Close send RST instead of FIN.
@@ -107,7 +126,7 @@ func (p *Proxy) serve(c net.Conn) {
 		c.Close()
 		return
 	}
-	l := &link{client: c, server: s}
+	l := &link{client: c, server: s, gone: make(chan struct{})}
 	p.mu.Lock()
 	if p.done {
 		p.mu.Unlock()
@@ -133,12 +152,20 @@ func (p *Proxy) pump(l *link, src, dst net.Conn) {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			p.mu.Lock()
-			m, d := p.mode, p.delay
-			p.mu.Unlock()
+			m, d := p.current()
+			for m == blackhole {
+				// Hold the bytes, as TCP retransmits across a partition:
+				// they arrive in order once it heals, or the connection
+				// breaks. Dropping them and carrying on would cut holes in
+				// the stream, which no TCP connection can do (and which
+				// would shift a pipelined client's replies).
+				time.Sleep(time.Millisecond)
+				if l.closed() {
+					return
+				}
+				m, d = p.current()
+			}
 			switch m {
-			case blackhole:
-				continue
 			case reset:
 				l.close(true)
 				return
@@ -159,9 +186,11 @@ func (p *Proxy) pump(l *link, src, dst net.Conn) {
 	}
 }
 
-// Blackhole makes the proxy drop all bytes in both directions, on existing
-// and new connections, until Heal: the peers see a silent network. Bytes
-// dropped are never delivered later.
+// Blackhole makes the proxy hold all bytes in both directions, on existing
+// and new connections, until Heal: the peers see a silent network. Held bytes
+// are delivered in order after Heal, as TCP retransmission would (so a
+// command sent into a partition may still run after it heals), unless a peer
+// or Reset closes the connection first.
 func (p *Proxy) Blackhole() { p.set(blackhole) }
 
 // Reset closes every current connection with RST and resets new ones at
@@ -188,8 +217,7 @@ func (p *Proxy) Delay(d time.Duration) {
 }
 
 // Heal returns to plain forwarding without delay. Connections broken by
-// Reset stay broken; blackholed connections resume (their dropped bytes are
-// lost, so the application protocol on them is usually out of step).
+// Reset stay broken; blackholed connections resume with the bytes they held.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
 	p.mode, p.delay = pass, 0
