@@ -53,6 +53,7 @@ type config struct {
 	guard          guardMode
 	guardWindow    time.Duration // 0: the longest TTL used, plus drift
 	exemptDurable  bool
+	obs            Observer // WithObserver; the zero value observes nothing
 }
 
 func defaultConfig() config {

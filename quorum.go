@@ -63,9 +63,10 @@ func (t tally) unreachable() bool { return t.fail > t.n-quorum(t.n) }
 // result is one node's outcome in a fan-out.
 type result struct {
 	vote   vote
-	val    int64  // script-specific detail, e.g. the holder's PTTL on a refused acquire
-	holder string // on a refused acquire, the holder's token
-	err    error  // set when vote is voteFail
+	val    int64         // script-specific detail, e.g. the holder's PTTL on a refused acquire
+	holder string        // on a refused acquire, the holder's token
+	err    error         // set when vote is voteFail
+	took   time.Duration // the op's round trip; measured only for an observer
 }
 
 // nodeOp performs one operation on one node within ctx, whose deadline is the
@@ -99,6 +100,7 @@ func (c *Client) start(ctx context.Context, timeout time.Duration, after *fanout
 	for i := range c.nodes {
 		f.done[i] = make(chan struct{})
 	}
+	timed := c.cfg.obs.observed()
 	c.wg.Add(n)
 	for i, nd := range c.nodes {
 		go func(i int, nd *node) {
@@ -109,7 +111,14 @@ func (c *Client) start(ctx context.Context, timeout time.Duration, after *fanout
 				prior = &after.results[i]
 			}
 			nctx, cancel := context.WithTimeout(ctx, timeout)
+			var t0 time.Time
+			if timed {
+				t0 = c.cfg.clock.Now()
+			}
 			r := op(nctx, nd, prior)
+			if timed {
+				r.took = c.cfg.clock.Now().Sub(t0)
+			}
 			if r.vote == voteFail {
 				r.err = nodeErr(ctx, nctx, nd.addr, timeout, r.err)
 			}
