@@ -238,7 +238,9 @@ func (c *Client) nodeVotes(f *fanout, votes []vote) []NodeVote {
 		if votes[i] == votePending || f == nil {
 			continue
 		}
-		nv[i].Latency = f.results[i].took
+		if f.took != nil {
+			nv[i].Latency = f.took[i]
+		}
 		if votes[i] == voteFail {
 			nv[i].Err = f.results[i].err
 		}

@@ -74,11 +74,12 @@ type result struct {
 // the fan-out this one was started after, or nil.
 type nodeOp func(ctx context.Context, n *node, prior *result) result
 
-// fanout is one operation in flight on every node. Each node's result is
-// written to results[i] before done[i] is closed, so a reader that waited on
+// fanout is one operation in flight on every node. Each node's result (and
+// took[i]) is written to results[i] before done[i] is closed, so a reader that waited on
 // done[i] may read results[i] without further synchronisation.
 type fanout struct {
 	results []result
+	took    []time.Duration // each node's round trip, like results; nil without an observer
 	done    []chan struct{}
 	arrived chan int // node indexes in completion order; buffered to n so no sender ever blocks
 }
@@ -101,6 +102,9 @@ func (c *Client) start(ctx context.Context, timeout time.Duration, after *fanout
 		f.done[i] = make(chan struct{})
 	}
 	timed := c.cfg.obs.observed()
+	if timed {
+		f.took = make([]time.Duration, n)
+	}
 	c.wg.Add(n)
 	for i, nd := range c.nodes {
 		go func(i int, nd *node) {
@@ -117,7 +121,7 @@ func (c *Client) start(ctx context.Context, timeout time.Duration, after *fanout
 			}
 			r := op(nctx, nd, prior)
 			if timed {
-				r.took = c.cfg.clock.Now().Sub(t0)
+				f.took[i] = c.cfg.clock.Now().Sub(t0)
 			}
 			if r.vote == voteFail {
 				r.err = nodeErr(ctx, nctx, nd.addr, timeout, r.err)
