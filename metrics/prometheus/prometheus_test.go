@@ -15,8 +15,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/redlockgo/redlock"
-	redlockprom "github.com/redlockgo/redlock/metrics/prometheus"
 	"github.com/redlockgo/redlock/internal/redistest"
+	redlockprom "github.com/redlockgo/redlock/metrics/prometheus"
 )
 
 // exampleNodes are three real redis-server processes for the example.
