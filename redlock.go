@@ -64,6 +64,16 @@
 // before it releases. See docs/watchdog.md for the schedule, the margins and
 // the measured cost.
 //
+// # Observability
+//
+// WithObserver sets callbacks for typed events: every acquisition attempt,
+// extension and renewal, unlock and lock end (losses included), each with
+// every node's vote, latency and error. They run after the outcome is
+// decided, never while votes are counted, and cost nothing when unset.
+// SlogObserver logs them with log/slog; the nested module
+// github.com/redlockgo/redlock/metrics/prometheus exports Prometheus
+// metrics. See docs/observability.md.
+//
 // # Errors
 //
 // Failed acquisitions match ErrNotObtained; too few nodes answering also
