@@ -33,10 +33,14 @@ import (
 // Observer is a struct of functions rather than an interface so that new
 // events can be added without breaking existing observers.
 type Observer struct {
-	// Acquire is called once per acquisition attempt: once for TryLock, once
-	// for each attempt of Lock and Do, after a missed attempt's release.
+	// Acquire is called once per acquisition attempt that reached the nodes
+	// (not on a closed Client): once for TryLock, once for each attempt of
+	// Lock and Do, after a missed attempt's release. A Lock whose context
+	// ends while it waits between attempts emits nothing more: its last
+	// event is the contended attempt before the wait.
 	Acquire func(AcquireEvent)
-	// Extend is called once per Extend call that reached the nodes, and once
+	// Extend is called once per Extend call that reached the nodes (not when
+	// Extend refuses at once: unlocked, lost or expired), and once
 	// per lock in every renewal of auto-extension (Renewal set).
 	Extend func(ExtendEvent)
 	// Unlock is called once per Unlock call that reached the nodes
