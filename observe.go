@@ -51,6 +51,10 @@ type Observer struct {
 	// is neither unlocked nor watched (Done, KeepAlive) is never seen to
 	// end, and gets no End event.
 	End func(EndEvent)
+	// Node is called when the Client learns something about a node outside
+	// the votes of an operation: a restart (the restart guard), or a
+	// maxmemory-policy that can evict lock keys (see WithEvictionWarning).
+	Node func(NodeEvent)
 }
 
 // Outcome classifies the result of an operation, as the sentinel errors do.
@@ -204,6 +208,60 @@ type EndEvent struct {
 	Err error
 }
 
+// NodeEventKind says what a NodeEvent reports.
+type NodeEventKind uint8
+
+// Node event kinds.
+const (
+	// NodeRestarted: the node's run_id changed, so it may have lost lock
+	// keys. Unless the restart guard is off, the node counts toward no
+	// quorum for the guard window (its votes fail with ErrNodeGuarded).
+	NodeRestarted NodeEventKind = iota + 1
+	// NodeEvictionRisk: at first contact, the node's maxmemory-policy
+	// (Detail) can evict lock keys. Reported once per node.
+	NodeEvictionRisk
+)
+
+// String returns "restarted" or "eviction_risk".
+func (k NodeEventKind) String() string {
+	switch k {
+	case NodeRestarted:
+		return "restarted"
+	case NodeEvictionRisk:
+		return "eviction_risk"
+	}
+	return fmt.Sprintf("NodeEventKind(%d)", k)
+}
+
+// NodeEvent reports a change in what the Client knows of one node.
+type NodeEvent struct {
+	Addr   string // as NodeError.Addr; never credentials
+	Kind   NodeEventKind
+	Detail string // the restart's description, or the maxmemory-policy
+}
+
+// warnEviction reports that n's policy can evict lock keys: to the function
+// of WithEvictionWarning if given, else to slog.Default() unless an observer
+// takes node events; and to the observer's Node callback if any.
+func (c *Client) warnEviction(n *node, policy string) {
+	switch {
+	case c.cfg.evictionWarn != nil:
+		c.cfg.evictionWarn(n.addr, policy)
+	case c.cfg.obs.Node == nil:
+		warnEviction(n.addr, policy)
+	}
+	if obs := c.cfg.obs.Node; obs != nil {
+		obs(NodeEvent{Addr: n.addr, Kind: NodeEvictionRisk, Detail: policy})
+	}
+}
+
+// noteRestart reports a restart that observe found (reason not empty).
+func (c *Client) noteRestart(n *node, reason string) {
+	if obs := c.cfg.obs.Node; obs != nil && reason != "" {
+		obs(NodeEvent{Addr: n.addr, Kind: NodeRestarted, Detail: reason})
+	}
+}
+
 // WithObserver adds an observer of the Client's events (see Observer). It
 // may be given more than once: every observer gets every event, in the order
 // the options were given. The default is none.
@@ -213,6 +271,7 @@ func WithObserver(o Observer) Option {
 		c.obs.Extend = chain(c.obs.Extend, o.Extend)
 		c.obs.Unlock = chain(c.obs.Unlock, o.Unlock)
 		c.obs.End = chain(c.obs.End, o.End)
+		c.obs.Node = chain(c.obs.Node, o.Node)
 		return nil
 	}
 }

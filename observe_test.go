@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log"
 	"log/slog"
 	"strings"
 	"sync"
@@ -362,4 +363,61 @@ func TestOutcomeAndVoteStrings(t *testing.T) {
 	assert.Equal(t, OutcomeCancelled, outcomeOf(cctx, errors.Join(ErrNotObtained, context.Canceled)))
 	assert.Equal(t, OutcomeContended, outcomeOf(context.Background(), ErrNotObtained))
 	assert.Equal(t, OutcomeError, outcomeOf(context.Background(), errors.Join(ErrNotObtained, ErrClosed)))
+}
+
+// TestObserveNodeEvents: an evicting policy and a restart are reported as
+// node events; with an observer taking them, the default slog warning is
+// not also logged, and an explicit WithEvictionWarning still runs.
+func TestObserveNodeEvents(t *testing.T) {
+	servers := redistest.Start(t, 3)
+	_, err := servers[0].Do("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+	require.NoError(t, err)
+	var buf bytes.Buffer
+	old, w, flags := slog.Default(), log.Writer(), log.Flags()
+	defer func() { slog.SetDefault(old); log.SetOutput(w); log.SetFlags(flags) }()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
+
+	var mu sync.Mutex
+	var events []NodeEvent
+	var warned []string
+	obs := Observer{Node: func(e NodeEvent) { mu.Lock(); events = append(events, e); mu.Unlock() }}
+	c := dial(t, servers, WithObserver(obs), WithEvictionWarning(func(addr, policy string) {
+		mu.Lock()
+		warned = append(warned, addr+" "+policy)
+		mu.Unlock()
+	}))
+	plain := dial(t, servers, WithObserver(obs)) // no WithEvictionWarning: no default warning either
+	ctx := context.Background()
+	for _, cl := range []*Client{c, plain} {
+		for range 2 {
+			l, err := cl.TryLock(ctx, "k", time.Second)
+			require.NoError(t, err)
+			require.NoError(t, l.Unlock(ctx))
+		}
+	}
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(events) == 2 }, 5*time.Second, time.Millisecond)
+	mu.Lock()
+	for _, e := range events {
+		assert.Equal(t, NodeEvent{Addr: servers[0].Addr, Kind: NodeEvictionRisk, Detail: "allkeys-lru"}, e)
+	}
+	assert.Equal(t, []string{servers[0].Addr + " allkeys-lru"}, warned)
+	events = nil
+	mu.Unlock()
+	assert.NotContains(t, buf.String(), "maxmemory", "the observer took the default warning's place")
+
+	require.NoError(t, servers[1].Restart())
+	require.Eventually(t, func() bool {
+		if l, err := c.TryLock(ctx, "k", time.Second); err == nil {
+			l.Unlock(ctx)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return len(events) > 0
+	}, 10*time.Second, 10*time.Millisecond)
+	mu.Lock()
+	assert.Equal(t, servers[1].Addr, events[0].Addr)
+	assert.Equal(t, NodeRestarted, events[0].Kind)
+	assert.Contains(t, events[0].Detail, "restarted")
+	assert.Equal(t, "restarted", events[0].Kind.String())
+	mu.Unlock()
 }

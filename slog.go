@@ -8,7 +8,9 @@ import (
 // SlogObserver returns an Observer that logs the Client's events to logger
 // (slog.Default() if nil), for WithObserver:
 //
-//   - at Warn: a lock lost by auto-extension, a failed renewal, an Extend or
+//   - at Warn: a lock lost by auto-extension, a node restart (restart
+//     guard), a node whose maxmemory-policy can evict lock keys (in place
+//     of the default warning of WithEvictionWarning), a failed renewal, an Extend or
 //     Unlock that found the lock lost or could not reach a quorum, an
 //     acquisition that could not reach a quorum, and every node that failed
 //     in an operation (one record per node, with its address and error);
@@ -24,7 +26,7 @@ func SlogObserver(logger *slog.Logger) Observer {
 		logger = slog.Default()
 	}
 	s := slogObserver{logger}
-	return Observer{Acquire: s.acquire, Extend: s.extend, Unlock: s.unlock, End: s.end}
+	return Observer{Acquire: s.acquire, Extend: s.extend, Unlock: s.unlock, End: s.end, Node: s.node}
 }
 
 type slogObserver struct{ l *slog.Logger }
@@ -138,4 +140,15 @@ func (s slogObserver) end(e EndEvent) {
 		return
 	}
 	s.log(level, msg, slog.String("key", e.Key), slog.Duration("held", e.Held), slog.Any("error", e.Err))
+}
+
+func (s slogObserver) node(e NodeEvent) {
+	switch e.Kind {
+	case NodeRestarted:
+		s.log(slog.LevelWarn, "redlock: node restarted; held out of quorums for the restart guard window",
+			slog.String("node", e.Addr), slog.String("detail", e.Detail))
+	case NodeEvictionRisk:
+		s.log(slog.LevelWarn, "redlock: node's maxmemory-policy can evict lock keys and let a second holder in; set maxmemory-policy noeviction",
+			slog.String("node", e.Addr), slog.String("maxmemory_policy", e.Detail))
+	}
 }
