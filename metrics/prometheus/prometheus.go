@@ -24,6 +24,8 @@
 //	                                          unlock; vote yes, no, failed)
 //	node_errors_total{node, op}               counter: failed node answers
 //	node_request_duration_seconds{node, op}   histogram: node round trips
+//	node_events_total{node, kind}             counter: restarts (restarted) and evicting
+//	                                          policies (eviction_risk) seen
 //
 // Node answers not awaited by a decided operation are not counted. Node
 // labels are host:port (or pool[i] for redlock.New), never credentials; their
@@ -52,6 +54,7 @@ type Metrics struct {
 	nodeRequests *prometheus.CounterVec
 	nodeErrors   *prometheus.CounterVec
 	nodeTime     *prometheus.HistogramVec
+	nodeEvents   *prometheus.CounterVec
 }
 
 // latencyBuckets cover a loopback round trip (100 µs) to a slow per-node
@@ -88,12 +91,14 @@ func New() *Metrics {
 			"Failed node answers (timeouts, connection and server errors), by node and operation.")), []string{"node", "op"}),
 		nodeTime: prometheus.NewHistogramVec(hist("node_request_duration_seconds",
 			"Round trip of one node in a lock operation, by node and operation.", latencyBuckets), []string{"node", "op"}),
+		nodeEvents: prometheus.NewCounterVec(prometheus.CounterOpts(opts("node_events_total",
+			"Node events: restarts seen by the restart guard, evicting maxmemory-policies.")), []string{"node", "kind"}),
 	}
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.acquisitions, m.acquireTime, m.held, m.extensions, m.lost,
-		m.unlocks, m.heldTime, m.nodeRequests, m.nodeErrors, m.nodeTime}
+		m.unlocks, m.heldTime, m.nodeRequests, m.nodeErrors, m.nodeTime, m.nodeEvents}
 }
 
 // Describe implements prometheus.Collector.
@@ -118,6 +123,7 @@ func (m *Metrics) Observer() redlock.Observer {
 		Extend:  m.extend,
 		Unlock:  m.unlock,
 		End:     m.end,
+		Node:    m.node,
 	}
 }
 
@@ -173,4 +179,8 @@ func (m *Metrics) nodes(op string, nodes []redlock.NodeVote) {
 			m.nodeErrors.WithLabelValues(n.Addr, op).Inc()
 		}
 	}
+}
+
+func (m *Metrics) node(e redlock.NodeEvent) {
+	m.nodeEvents.WithLabelValues(e.Addr, e.Kind.String()).Inc()
 }

@@ -149,6 +149,16 @@ func TestMetrics(t *testing.T) {
 	assert.Equal(t, 1.0, count("redlock_node_errors_total", "node", servers[0].Addr, "op", "acquire"))
 	assert.Equal(t, 1.0, count("redlock_node_errors_total", "node", servers[1].Addr, "op", "acquire"))
 
+	// A restarted node is counted once the Client sees its new run_id.
+	require.NoError(t, servers[0].Restart())
+	require.NoError(t, servers[1].Restart())
+	require.Eventually(t, func() bool {
+		if l, err := c.TryLock(ctx, "d", time.Second); err == nil {
+			l.Unlock(ctx)
+		}
+		return count("redlock_node_events_total", "kind", "restarted") >= 1
+	}, 10*time.Second, 10*time.Millisecond)
+
 	// The exposition is valid and names only host:port nodes.
 	problems, err := testutil.GatherAndLint(reg)
 	require.NoError(t, err)
