@@ -63,10 +63,9 @@ func (t tally) unreachable() bool { return t.fail > t.n-quorum(t.n) }
 // result is one node's outcome in a fan-out.
 type result struct {
 	vote   vote
-	val    int64         // script-specific detail, e.g. the holder's PTTL on a refused acquire
-	holder string        // on a refused acquire, the holder's token
-	err    error         // set when vote is voteFail
-	took   time.Duration // the op's round trip; measured only for an observer
+	val    int64  // script-specific detail, e.g. the holder's PTTL on a refused acquire
+	holder string // on a refused acquire, the holder's token
+	err    error  // set when vote is voteFail
 }
 
 // nodeOp performs one operation on one node within ctx, whose deadline is the
@@ -74,9 +73,10 @@ type result struct {
 // the fan-out this one was started after, or nil.
 type nodeOp func(ctx context.Context, n *node, prior *result) result
 
-// fanout is one operation in flight on every node. Each node's result (and
-// took[i]) is written to results[i] before done[i] is closed, so a reader that waited on
-// done[i] may read results[i] without further synchronisation.
+// fanout is one operation in flight on every node. Each node's result is
+// written to results[i] (and its round trip to took[i]) before done[i] is
+// closed, so a reader that waited on done[i] may read them without further
+// synchronisation.
 type fanout struct {
 	results []result
 	took    []time.Duration // each node's round trip, like results; nil without an observer
