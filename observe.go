@@ -54,13 +54,17 @@ type Observer struct {
 	// Node is called when the Client learns something about a node outside
 	// the votes of an operation: a restart (the restart guard), or a
 	// maxmemory-policy that can evict lock keys (see WithEvictionWarning).
+	// Unlike the others, it runs on the goroutine that contacted the node,
+	// inside an operation's fan-out (as the eviction warning always did):
+	// a slow Node callback delays that node's vote.
 	Node func(NodeEvent)
 }
 
 // Outcome classifies the result of an operation, as the sentinel errors do.
 type Outcome uint8
 
-// Outcomes. Their String forms are the label values of the metrics adapter.
+// Outcomes. Their String forms are the outcome labels of the metrics
+// adapter (which says granted for an acquisition's ok).
 const (
 	// OutcomeOK: the lock was acquired, extended or released by a quorum.
 	OutcomeOK Outcome = iota
