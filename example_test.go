@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"time"
 
 	"github.com/redlockgo/redlock"
@@ -193,4 +195,41 @@ func ExampleLock_Fence() {
 	// second write: <nil>
 	// late write rejected: true
 	// data: from the second holder
+}
+
+// Log every acquisition, unlock and lock end with log/slog: SlogObserver
+// logs grants and releases at Debug, and losses, failed renewals and node
+// errors at Warn. (This handler keeps only a few attributes, so that the
+// output is stable; a real one would log them all: timings, vote counts,
+// node errors.)
+func ExampleSlogObserver() {
+	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
+		Level: slog.LevelDebug,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			switch {
+			case len(groups) > 0:
+				return slog.Attr{}
+			case a.Key == slog.LevelKey || a.Key == slog.MessageKey || a.Key == "key" || a.Key == "outcome":
+				return a
+			}
+			return slog.Attr{}
+		},
+	}))
+	client, err := redlock.Dial(exampleNodes, redlock.WithObserver(redlock.SlogObserver(logger)))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer client.Close()
+
+	ctx := context.Background()
+	lock, err := client.TryLock(ctx, "invoices", 5*time.Second)
+	if err != nil {
+		return
+	}
+	lock.Unlock(ctx)
+	// Output:
+	// level=DEBUG msg="redlock: lock acquired" key=invoices outcome=ok
+	// level=DEBUG msg="redlock: lock ended" key=invoices
+	// level=DEBUG msg="redlock: lock released" key=invoices outcome=ok
 }

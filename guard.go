@@ -173,24 +173,27 @@ func (c *Client) durable(ctx context.Context, n *node) bool {
 }
 
 // observe compares what INFO reports on an established node with its
-// known run_id and starts the guard when the server restarted.
-func (c *Client) observe(n *node, si serverInfo) {
+// known run_id and starts the guard when the server restarted. It returns
+// the restart's description, or "" if the server did not restart.
+func (c *Client) observe(n *node, si serverInfo) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.runID == "" || n.reject != nil {
-		return // first contact has not happened: ready does it
+		return "" // first contact has not happened: ready does it
 	}
 	n.g.recheck = false
 	if si.runID == "" || si.runID == n.runID {
-		return
+		return ""
 	}
 	old := n.runID
 	n.runID = si.runID
 	// The whole window, from detection: the server's uptime follows its
 	// wall clock, which is exactly what may be wrong on a restarted host.
-	c.startGuard(n, 0, fmt.Sprintf("restarted (run_id %.8s… is now %.8s…), it may have lost lock keys", old, si.runID))
+	reason := fmt.Sprintf("restarted (run_id %.8s… is now %.8s…), it may have lost lock keys", old, si.runID)
+	c.startGuard(n, 0, reason)
+	return reason
 }
 
 // suspect marks n for a run_id check before its next operation after a
@@ -223,7 +226,7 @@ func (c *Client) onConnect(ctx context.Context, n *node, conn redis.Conn) error 
 	if err != nil {
 		return err // a failed dial, as the operation that dialled reports it
 	}
-	c.observe(n, parseInfo(reply))
+	c.noteRestart(n, c.observe(n, parseInfo(reply)))
 	return nil
 }
 

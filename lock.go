@@ -18,7 +18,8 @@ type Lock struct {
 	token string
 	fence uint64 // the fencing token; 0 without WithFencing
 	ttl   time.Duration
-	acq   *fanout // the successful acquire; later operations wait for its stragglers
+	acq   *fanout   // the successful acquire; later operations wait for its stragglers
+	start time.Time // when the successful attempt started (monotonic)
 
 	mu       sync.Mutex // taken after the Client's watchdog mutex, never before it
 	until    time.Time
@@ -93,7 +94,7 @@ func (l *Lock) Extend(ctx context.Context, ttl time.Duration) error {
 		return fmt.Errorf("%w: %q expired at %v", ErrLockLost, l.key, until.Format(time.RFC3339Nano))
 	}
 	c.noteTTL(ttl) // the restart guard's default window is the longest TTL used
-	errs, _ := c.extend(ctx, []extension{newExtension(l, ttl)})
+	errs, _ := c.extend(ctx, []extension{newExtension(l, ttl)}, false)
 	return errs[0]
 }
 
@@ -140,8 +141,9 @@ func (x *extension) learnAcquire() {
 // that lock's outcome is certain. Extend sends one lock; auto-extension sends
 // every lock due for renewal at once, so that many held locks stay cheap.
 // It returns one error per lock and the fan-out, whose stragglers may still
-// be in flight (nil if the Client is closed).
-func (c *Client) extend(ctx context.Context, exts []extension) ([]error, *fanout) {
+// be in flight (nil if the Client is closed). Once every lock is settled, it
+// reports each to the observer; renewal says auto-extension sent them.
+func (c *Client) extend(ctx context.Context, exts []extension, renewal bool) ([]error, *fanout) {
 	errs := make([]error, len(exts))
 	if err := c.begin(); err != nil {
 		for j := range errs {
@@ -241,6 +243,13 @@ func (c *Client) extend(ctx context.Context, exts []extension) ([]error, *fanout
 			settle(j)
 		}
 	}
+	if obs := c.cfg.obs.Extend; obs != nil {
+		now := c.cfg.clock.Now()
+		for j, x := range exts {
+			obs(ExtendEvent{Key: x.l.key, TTL: x.ttl, Renewal: renewal, Outcome: outcomeOf(ctx, errs[j]),
+				Elapsed: now.Sub(start), Validity: x.l.Until().Sub(now), Nodes: c.nodeVotes(f, votes[j]), Err: errs[j]})
+		}
+	}
 	return errs, f
 }
 
@@ -318,6 +327,7 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	defer c.wg.Done()
 
 	ctx = context.WithoutCancel(ctx)
+	start := c.cfg.clock.Now()
 	f := c.release(ctx, l.acq, l.name, l.token, c.cfg.nodeTimeoutFor(l.ttl))
 	t, votes := f.collect(tally.held)
 	// Returning at the quorum would leave the other nodes that granted us
@@ -328,16 +338,22 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	// Only now, after a quorum announced the release (or the outcome is
 	// known), may this Client's own waiters stop deferring to this lock.
 	c.holders.forget(l)
-	expired := !c.cfg.clock.Now().Before(until)
+	now := c.cfg.clock.Now()
+	expired := !now.Before(until)
+	var err error
 	switch {
 	case t.reached() && !expired:
-		return nil
 	case t.reached() || (expired && !t.refusedByQuorum()):
-		return newOpError(ctx, "released, but the lock's validity had already ended", l.key, []error{ErrLockLost}, t, f.failures(votes))
+		err = newOpError(ctx, "released, but the lock's validity had already ended", l.key, []error{ErrLockLost}, t, f.failures(votes))
 	case t.refusedByQuorum():
-		return newOpError(ctx, "lock lost before Unlock: a quorum no longer held it", l.key, []error{ErrLockLost}, t, f.failures(votes))
+		err = newOpError(ctx, "lock lost before Unlock: a quorum no longer held it", l.key, []error{ErrLockLost}, t, f.failures(votes))
+	default:
+		err = newOpError(ctx, "unlock incomplete: quorum unreachable", l.key, []error{ErrQuorumUnreachable}, t, f.failures(votes))
 	}
-	return newOpError(ctx, "unlock incomplete: quorum unreachable", l.key, []error{ErrQuorumUnreachable}, t, f.failures(votes))
+	if obs := c.cfg.obs.Unlock; obs != nil {
+		obs(UnlockEvent{Key: l.key, Outcome: outcomeOf(ctx, err), Elapsed: now.Sub(start), Held: now.Sub(l.start), Nodes: c.nodeVotes(f, votes), Err: err})
+	}
+	return err
 }
 
 // check validates the receiver and context of a Lock method.

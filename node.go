@@ -93,7 +93,7 @@ func (c *Client) ready(ctx context.Context, n *node) error {
 		if err != nil {
 			return fmt.Errorf("restart check (INFO): %w", err)
 		}
-		c.observe(n, parseInfo(reply))
+		c.noteRestart(n, c.observe(n, parseInfo(reply)))
 	}
 	if done {
 		n.mu.Lock()
@@ -115,8 +115,8 @@ func (c *Client) ready(ctx context.Context, n *node) error {
 
 	warn, err := c.admit(n, si, durable)
 	if warn {
-		// Outside the locks: the hook is the caller's code.
-		c.cfg.evictionWarn(n.addr, si.policy)
+		// Outside the locks: the hooks are the caller's code.
+		c.warnEviction(n, si.policy)
 	}
 	return err
 }

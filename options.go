@@ -43,8 +43,8 @@ type config struct {
 	noPipeline  bool
 	clock       clock
 
-	tls            *tls.Config // nil: plaintext unless a URL says rediss://
-	evictionWarn   func(addr, policy string)
+	tls            *tls.Config               // nil: plaintext unless a URL says rediss://
+	evictionWarn   func(addr, policy string) // nil: warnEviction, unless an observer has a Node callback
 	evictionStrict bool
 	lossMargin     time.Duration // 0: LossMargin of each lock's TTL and per-node timeout
 	maxHold        time.Duration // 0: auto-extension without a limit
@@ -53,15 +53,15 @@ type config struct {
 	guard          guardMode
 	guardWindow    time.Duration // 0: the longest TTL used, plus drift
 	exemptDurable  bool
+	obs            Observer // WithObserver; the zero value observes nothing
 }
 
 func defaultConfig() config {
 	return config{
-		driftFactor:  DefaultDriftFactor,
-		retryDelay:   DefaultRetryDelay,
-		retryJitter:  DefaultRetryJitter,
-		clock:        systemClock{},
-		evictionWarn: warnEviction,
+		driftFactor: DefaultDriftFactor,
+		retryDelay:  DefaultRetryDelay,
+		retryJitter: DefaultRetryJitter,
+		clock:       systemClock{},
 
 		fenceLifetime: DefaultFenceLifetime,
 	}
@@ -185,8 +185,10 @@ func WithLossMargin(d time.Duration) Option {
 // a held lock early and lets a second holder in. warn is called at most once
 // per node, from the goroutine of the operation that made first contact, with
 // the node's address (never credentials) and its policy; it must not block.
-// The default logs one warning through slog.Default(); pass a no-op function
-// to silence it. See WithStrictEvictionPolicy to refuse such nodes instead.
+// The default logs one warning through slog.Default(), unless an observer
+// (WithObserver) has a Node callback, which then gets the warning as a
+// NodeEvictionRisk event instead; pass a no-op function to silence it. An
+// observer's Node callback is called whether or not this option is given. See WithStrictEvictionPolicy to refuse such nodes instead.
 func WithEvictionWarning(warn func(addr, policy string)) Option {
 	return func(c *config) error {
 		if warn == nil {

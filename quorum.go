@@ -79,10 +79,12 @@ type nodeTimeoutKey struct{}
 type nodeOp func(ctx context.Context, n *node, prior *result) result
 
 // fanout is one operation in flight on every node. Each node's result is
-// written to results[i] before done[i] is closed, so a reader that waited on
-// done[i] may read results[i] without further synchronisation.
+// written to results[i] (and its round trip to took[i]) before done[i] is
+// closed, so a reader that waited on done[i] may read them without further
+// synchronisation.
 type fanout struct {
 	results []result
+	took    []time.Duration // each node's round trip, like results; nil without an observer
 	done    []chan struct{}
 	arrived chan int // node indexes in completion order; buffered to n so no sender ever blocks
 }
@@ -104,6 +106,10 @@ func (c *Client) start(ctx context.Context, timeout time.Duration, after *fanout
 	for i := range c.nodes {
 		f.done[i] = make(chan struct{})
 	}
+	timed := c.cfg.obs.observed()
+	if timed {
+		f.took = make([]time.Duration, n)
+	}
 	c.wg.Add(n)
 	for i, nd := range c.nodes {
 		go func(i int, nd *node) {
@@ -114,7 +120,14 @@ func (c *Client) start(ctx context.Context, timeout time.Duration, after *fanout
 				prior = &after.results[i]
 			}
 			nctx, cancel := context.WithTimeout(context.WithValue(ctx, nodeTimeoutKey{}, timeout), timeout)
+			var t0 time.Time
+			if timed {
+				t0 = c.cfg.clock.Now()
+			}
 			r := op(nctx, nd, prior)
+			if timed {
+				f.took[i] = c.cfg.clock.Now().Sub(t0)
+			}
 			if r.vote == voteFail {
 				r.err = nodeErr(ctx, nctx, nd.addr, timeout, r.err)
 			}

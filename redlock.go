@@ -64,6 +64,16 @@
 // before it releases. See docs/watchdog.md for the schedule, the margins and
 // the measured cost.
 //
+// # Observability
+//
+// WithObserver sets callbacks for typed events: every acquisition attempt,
+// extension and renewal, unlock and lock end (losses included), each with
+// every node's vote, latency and error. They run after the outcome is
+// decided, never while votes are counted, and cost nothing when unset.
+// SlogObserver logs them with log/slog; the nested module
+// github.com/redlockgo/redlock/metrics/prometheus exports Prometheus
+// metrics. See docs/observability.md.
+//
 // # Errors
 //
 // Failed acquisitions match ErrNotObtained; too few nodes answering also
@@ -360,8 +370,11 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*L
 	d := drift(ttl, c.cfg.driftFactor)
 	v := validity(ttl, elapsed, d)
 	if t.reached() && v > 0 {
-		l := &Lock{c: c, key: key, name: name, token: token, fence: fence, ttl: ttl, acq: acq, until: start.Add(ttl - d)}
+		l := &Lock{c: c, key: key, name: name, token: token, fence: fence, ttl: ttl, acq: acq, start: start, until: start.Add(ttl - d)}
 		c.holders.set(l)
+		if f := c.cfg.obs.Acquire; f != nil {
+			f(AcquireEvent{Key: key, TTL: ttl, Outcome: OutcomeOK, Elapsed: elapsed, Validity: v, Fence: fence, Nodes: c.nodeVotes(last, votes)})
+		}
 		return l, nil, nil
 	}
 	m := missOf(acqVotes, acq.results)
@@ -384,7 +397,16 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*L
 	case ctx.Err() == nil && t.fail == 0:
 		what = "lock not obtained: held by another owner"
 	}
-	return nil, m, newOpError(ctx, what, key, kinds, t, last.failures(votes))
+	err = newOpError(ctx, what, key, kinds, t, last.failures(votes))
+	if f := c.cfg.obs.Acquire; f != nil {
+		// After the release: an observer never delays it.
+		ev := AcquireEvent{Key: key, TTL: ttl, Outcome: outcomeOf(ctx, err), Elapsed: elapsed, Nodes: c.nodeVotes(last, votes), Err: err}
+		if t.reached() {
+			ev.Validity = v
+		}
+		f(ev)
+	}
+	return nil, m, err
 }
 
 // release sends the release script to every node once that node's acquire

@@ -374,7 +374,7 @@ func (w *watchdog) renew(ctx context.Context, batch []*watchEntry) {
 		exts[j] = e.ext
 	}
 	start := w.c.cfg.clock.Now()
-	errs, f := w.c.extend(ctx, exts)
+	errs, f := w.c.extend(ctx, exts, true)
 	if f != nil {
 		// No renewal round trip may outlive the in-flight mark that Unlock
 		// waits on: a straggler could otherwise be sent after Unlock returned.
@@ -610,5 +610,8 @@ func (l *Lock) finish(err error, lost bool) {
 	l.mu.Unlock()
 	if hook != nil {
 		hook(err)
+	}
+	if obs := l.c.cfg.obs.End; obs != nil {
+		obs(EndEvent{Key: l.key, Lost: lost, Held: l.c.cfg.clock.Now().Sub(l.start), Err: err})
 	}
 }

@@ -193,6 +193,10 @@ func TestExecChildSignalledOnLoss(t *testing.T) {
 	exited := time.Now()
 	assert.Equal(t, exitLost, code, stderr.String())
 	assert.Contains(t, stderr.String(), "lost")
+	// --verbose prints the library's events: renewals while the nodes were
+	// up, and failed nodes once they were killed.
+	assert.Contains(t, stderr.String(), "level=DEBUG", "renewals are logged")
+	assert.Contains(t, stderr.String(), "level=WARN", "the loss and the failed nodes are logged")
 	term := readNanos(t, termFile)
 	assert.Greater(t, exited.Sub(term), grace/5, "SIGKILL comes a grace after SIGTERM, which the child trapped")
 	// The last renewal started before the kill, so validity ends by
@@ -312,6 +316,11 @@ func TestBench(t *testing.T) {
 	assert.Greater(t, len(r.acquire), 10, "a hot key still changes hands")
 	assert.Len(t, r.release, len(r.acquire))
 	assert.Zero(t, r.failed)
+	// Close waits for the releases a waiter's cancelled last attempt left in
+	// flight; only then must every key be gone.
+	for _, c := range clients {
+		require.NoError(t, c.Close())
+	}
 	assert.Equal(t, []string{"", "", ""}, heldOn(t, servers, "redlock-bench:0"), "every lock released")
 
 	code, stdout, stderr := runCLI(t, "bench", "--embedded=miniredis", "--duration=300ms", "--workers=2", "--keys=10")

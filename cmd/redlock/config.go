@@ -7,6 +7,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"strings"
@@ -189,4 +191,10 @@ func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
 		return exitOK, false
 	}
 	return exitUsage, false
+}
+
+// verboseLogger writes the library's events (redlock.SlogObserver) to w as
+// text lines, from level on.
+func verboseLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 }

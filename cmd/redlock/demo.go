@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"sort"
 	"strings"
@@ -26,6 +27,7 @@ type demoConfig struct {
 	kind     string
 	key      string
 	timeline string // SVG file to draw, "" for none
+	verbose  bool   // print the library's warnings to the progress output
 }
 
 // demoSummary is what a demo run observed.
@@ -77,6 +79,7 @@ func demoCommand(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.clients, "clients", 2, "redlock Clients the workers are spread over")
 	fs.DurationVar(&cfg.ttl, "ttl", 2*time.Second, "lock TTL")
 	fs.DurationVar(&cfg.duration, "duration", 8*time.Second, "how long the workers contend")
+	fs.BoolVar(&cfg.verbose, "verbose", false, "print the library's warnings as they happen (node failures, unreachable quorums, losses)")
 	fs.StringVar(&cfg.timeline, "timeline", "", "write an SVG `FILE` drawing each worker's holds and the node events on one time axis")
 	fs.StringVar(&cfg.kind, "embedded", kindAuto, "embedded nodes: auto (redis-server if on PATH, else miniredis), redis-server or miniredis")
 	fs.Usage = func() {
@@ -153,7 +156,11 @@ func runDemo(ctx context.Context, cfg demoConfig, out io.Writer) (*demoSummary, 
 	}
 	clients := make([]*redlock.Client, cfg.clients)
 	for i := range clients {
-		c, err := redlock.Dial(addrs, redlock.WithFencing())
+		opts := []redlock.Option{redlock.WithFencing()}
+		if cfg.verbose {
+			opts = append(opts, redlock.WithObserver(redlock.SlogObserver(verboseLogger(out, slog.LevelWarn))))
+		}
+		c, err := redlock.Dial(addrs, opts...)
 		if err != nil {
 			return nil, err
 		}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -73,7 +74,7 @@ func execCommand(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&f.margin, "margin", 0, "loss margin: the lock counts as lost at Until - margin (default: the library's LossMargin, max(2 x node timeout, ttl/10))")
 	fs.DurationVar(&f.grace, "grace", 0, "time between SIGTERM and SIGKILL when the lock is lost (default ttl/10)")
 	fs.BoolVar(&f.fencing, "fencing", false, "mint a fencing token, passed as $"+envFence)
-	fs.BoolVar(&f.verbose, "verbose", false, "print lock events (acquired, renewed, lost, released) to stderr")
+	fs.BoolVar(&f.verbose, "verbose", false, "print the library's lock events (votes, renewals, node errors, loss) and the child's supervision to stderr")
 	fs.Usage = func() { fmt.Fprint(stderr, execUsage); fs.PrintDefaults() }
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
@@ -107,6 +108,9 @@ func execCommand(args []string, stdout, stderr io.Writer) int {
 	opts := []redlock.Option{redlock.WithLossMargin(f.margin)}
 	if f.fencing {
 		opts = append(opts, redlock.WithFencing())
+	}
+	if f.verbose {
+		opts = append(opts, redlock.WithObserver(redlock.SlogObserver(verboseLogger(stderr, slog.LevelDebug))))
 	}
 	c, err := f.client(opts...)
 	if err != nil {
@@ -205,15 +209,8 @@ func runExec(c *redlock.Client, key string, argv []string, f execFlags, stdout, 
 	until := l.Until()
 	term := time.NewTimer(time.Until(until.Add(-f.margin - f.grace)))
 	defer term.Stop()
-	var poll <-chan time.Time // --verbose: report renewals as they land
-	if f.verbose {
-		t := time.NewTicker(max(f.ttl/20, 10*time.Millisecond))
-		defer t.Stop()
-		poll = t.C
-	}
-	renewed := func() {
+	renewed := func() { // renewals themselves are reported by the library's observer
 		if u := l.Until(); u.After(until) {
-			logf("renewed %q until=%s", key, u.Format("15:04:05.000"))
 			until = u
 		}
 	}
@@ -238,10 +235,6 @@ func runExec(c *redlock.Client, key string, argv []string, f execFlags, stdout, 
 		case sig := <-sigs:
 			logf("forwarding %v to the child's group", sig)
 			group(sig.(syscall.Signal))
-		case <-poll:
-			if lost == nil {
-				renewed()
-			}
 		case <-term.C:
 			if lost != nil {
 				break
