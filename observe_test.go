@@ -252,13 +252,7 @@ func TestObserveRenewalFindsLockGone(t *testing.T) {
 	const ttl = 3 * time.Second
 	l := mustLock(t, c, "k", ttl)
 	require.NoError(t, l.KeepAlive())
-	for _, d := range l.acq.done {
-		<-d
-	}
-	for _, s := range servers {
-		_, err := s.Do("DEL", "k")
-		require.NoError(t, err)
-	}
+	dropEverywhere(t, servers, l)
 	select {
 	case <-l.Done():
 	case <-time.After(5 * ttl):

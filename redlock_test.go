@@ -104,6 +104,20 @@ func heldEverywhere(t *testing.T, servers []*redistest.Server, key, token string
 	}, 2*time.Second, 2*time.Millisecond, "every node holds the lock")
 }
 
+// dropEverywhere deletes l's key on every node, as a node that lost its data
+// would, once the acquire's stragglers have landed (or they would set the key
+// again after the delete).
+func dropEverywhere(t *testing.T, servers []*redistest.Server, l *Lock) {
+	t.Helper()
+	for _, d := range l.acq.done {
+		<-d
+	}
+	for _, s := range servers {
+		_, err := s.Do("DEL", l.name)
+		require.NoError(t, err)
+	}
+}
+
 func TestTokensAreUnique(t *testing.T) {
 	seen := map[string]bool{}
 	for i := 0; i < 1000; i++ {
@@ -501,11 +515,7 @@ func TestExtendFindsLockGone(t *testing.T) {
 	ctx := context.Background()
 	l, err := c.TryLock(ctx, "k", 10*time.Second)
 	require.NoError(t, err)
-	heldEverywhere(t, servers, "k", l.Token())
-	for _, s := range servers {
-		_, err := s.Do("DEL", "k")
-		require.NoError(t, err)
-	}
+	dropEverywhere(t, servers, l)
 	err = l.Extend(ctx, 10*time.Second)
 	assert.ErrorIs(t, err, ErrLockLost)
 	assert.NotErrorIs(t, err, ErrQuorumUnreachable)

@@ -193,15 +193,7 @@ func TestRenewalFindsLockGone(t *testing.T) {
 	const ttl = 3 * time.Second
 	l := mustLock(t, c, "k", ttl)
 	require.NoError(t, l.KeepAlive())
-	// TryLock returns at a quorum: let the acquire stragglers land first, or
-	// they would set the key again after the DEL.
-	for _, d := range l.acq.done {
-		<-d
-	}
-	for _, s := range servers {
-		_, err := s.Do("DEL", "k")
-		require.NoError(t, err)
-	}
+	dropEverywhere(t, servers, l)
 	start := time.Now()
 	select {
 	case <-l.Done():
