@@ -258,16 +258,20 @@ func equalInts(a, b []int) bool {
 	return true
 }
 
-// contend makes cl try to take key with Lock until the holder's validity
-// (until, on the harness clock) has passed, recording each critical section.
-// It returns the instants at which cl got the lock.
+// contend makes cl try to take key until the holder's validity (until, on
+// the harness clock) has passed, recording each critical section. It returns
+// the instants at which cl got the lock. It probes with TryLock every few
+// milliseconds rather than waiting in Lock: the negative controls must find
+// the window in which a fault makes the lock unsafe, and Lock's wake-up time
+// follows the nodes' reported TTLs, which a node with a fast clock overstates
+// in real time (it may sleep past that window, which is safe for the waiter
+// but would let a negative control pass unflagged).
 func (c *chaos) contend(cl *chaosClient, key string, until time.Duration) []time.Duration {
 	var got []time.Duration
 	for c.since() < until {
-		ctx, cancel := context.WithTimeout(context.Background(), until-c.since())
-		l, err := cl.Lock(ctx, key, c.cfg.ttl)
-		cancel()
+		l, err := cl.TryLock(context.Background(), key, c.cfg.ttl)
 		if err != nil {
+			time.Sleep(2 * time.Millisecond)
 			continue
 		}
 		grant := c.since()

@@ -159,6 +159,20 @@ func (f *fanout) collect(stop func(tally) bool) (tally, []vote) {
 // do not stop them early, so that lost and unreachable stay distinguishable.
 func (t tally) held() bool { return t.reached() || t.refusedByQuorum() }
 
+// settled returns each node's vote if its result has arrived, votePending
+// otherwise; it never blocks.
+func (f *fanout) settled() []vote {
+	votes := make([]vote, len(f.done))
+	for i, d := range f.done {
+		select {
+		case <-d:
+			votes[i] = f.results[i].vote
+		default:
+		}
+	}
+	return votes
+}
+
 // failures returns the errors of the nodes whose vote is voteFail. Only
 // nodes with a known vote are read: the others may still be writing.
 func (f *fanout) failures(votes []vote) []error {

@@ -359,7 +359,6 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*L
 	start := c.cfg.clock.Now()
 	acq := c.start(ctx, timeout, nil, c.acquireOp(name, token, ms))
 	t, votes := acq.collect(tally.decided)
-	acqVotes := votes             // what waiting needs to know comes from the acquire
 	last, fence := acq, uint64(0) // last: the fan-out whose tally decides
 	if c.cfg.fencing && t.reached() {
 		// The token must be written back to a quorum before the grant, and
@@ -377,12 +376,15 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*L
 		}
 		return l, nil, nil
 	}
-	m := missOf(acqVotes, acq.results)
-
 	// A miss: release everywhere our key may be (step 5), under a context
 	// the caller cannot cancel.
 	rel := c.release(context.WithoutCancel(ctx), acq, name, token, timeout)
 	rel.awaitAnswered(acq, answered)
+	// What waiting needs to know comes from the acquire, with every answer
+	// that has arrived by now: the decision often falls on the refusals alone,
+	// before the free nodes' grants arrive, and without them the wake-up time
+	// would be the longest remaining TTL instead of the quorum-th smallest.
+	m := missOf(acq.settled(), acq.results)
 
 	kinds := []error{ErrNotObtained}
 	what := "lock not obtained"
