@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -40,12 +39,7 @@ func TestChaosServerClockTargeted(t *testing.T) {
 				after = func() { require.NoError(t, c.clocks[2].Jump(tc.jump)) }
 			}
 			stolen, r := c.targeted(before, after)
-			if tc.flagged {
-				requireFlagged(t, stolen, r)
-				return
-			}
-			assert.Zero(t, stolen)
-			requireSafe(t, r)
+			requireOutcome(t, tc.flagged, stolen, r)
 		})
 	}
 }
@@ -104,12 +98,7 @@ func TestChaosClientDrift(t *testing.T) {
 		t.Run(fmt.Sprintf("rate=%v", tc.rate), func(t *testing.T) {
 			c := newChaos(t, chaosConfig{ttl: 2 * time.Second, clock: driftClocks(tc.rate)})
 			stolen, r := c.targeted(nil, nil)
-			if tc.flagged {
-				requireFlagged(t, stolen, r)
-				return
-			}
-			assert.Zero(t, stolen)
-			requireSafe(t, r)
+			requireOutcome(t, tc.flagged, stolen, r)
 		})
 	}
 }

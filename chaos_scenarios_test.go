@@ -340,6 +340,18 @@ func (c *chaos) targeted(before, after func()) (int, chaosReport) {
 	return stolen, r
 }
 
+// requireOutcome asserts a targeted run's expected outcome: caught by the
+// checkers if it is a negative control (flagged), safe otherwise.
+func requireOutcome(t *testing.T, flagged bool, stolen int, r chaosReport) {
+	t.Helper()
+	if flagged {
+		requireFlagged(t, stolen, r)
+		return
+	}
+	assert.Zero(t, stolen, "no second holder while the holder was valid")
+	requireSafe(t, r)
+}
+
 // requireFlagged asserts that a negative control was caught by the checkers.
 func requireFlagged(t *testing.T, stolen int, r chaosReport) {
 	t.Helper()
@@ -361,12 +373,7 @@ func TestChaosNegativeImmediateRestart(t *testing.T) {
 			}
 			c := newChaos(t, chaosConfig{ttl: 2 * time.Second, opts: opts})
 			stolen, r := c.targeted(nil, func() { require.NoError(t, c.servers[2].Restart()) })
-			if guard {
-				assert.Zero(t, stolen, "the guard kept the restarted node out")
-				requireSafe(t, r)
-				return
-			}
-			requireFlagged(t, stolen, r)
+			requireOutcome(t, !guard, stolen, r) // with the guard, the restarted node is kept out
 		})
 	}
 }
