@@ -24,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -437,12 +438,25 @@ func (c *chaos) quiesce(r *chaosReport) {
 	deadline := time.Now().Add(c.cfg.settle)
 	for {
 		byNode := map[string][]string{}
+		r.leftovers = nil
 		for _, s := range c.servers {
 			keys, err := redis.Strings(s.Do("KEYS", chaosPrefix+"*"))
 			require.NoError(c.t, err, "node %s", s.Addr)
-			byNode[s.Addr] = keys
+			for _, k := range keys {
+				if strings.HasSuffix(k, WaitersKeySuffix) || strings.HasSuffix(k, WaitExpiryKeySuffix) {
+					// The queue of a waiter that gave up while a node
+					// was cut off stays until its entries expire.
+					pttl, err := redis.Int64(s.Do("PTTL", k))
+					require.NoError(c.t, err)
+					if pttl < 0 || pttl > int64(maxQueueLife/time.Millisecond) {
+						r.leftovers = append(r.leftovers, fmt.Sprintf("%s: %s (a queue with PTTL %d ms)", s.Addr, k, pttl))
+					}
+					continue
+				}
+				byNode[s.Addr] = append(byNode[s.Addr], k)
+			}
 		}
-		r.leftovers = checker.Leftovers(byNode)
+		r.leftovers = append(r.leftovers, checker.Leftovers(byNode)...)
 		if len(r.leftovers) == 0 || !time.Now().Before(deadline) {
 			break
 		}
@@ -478,6 +492,10 @@ func (c *chaos) log(r chaosReport) {
 		}
 	}
 }
+
+// maxQueueLife bounds how long a queue of waiters outlives its last entry's
+// refresh: MaxWakeInterval plus the largest grace (scripts/queue.lua).
+const maxQueueLife = MaxWakeInterval + 2*MaxNodeTimeout + MaxSplitBackoff
 
 // requireSafe asserts the safety properties of a report: no overlapping
 // valid holders, no lost update, no lock key left behind.

@@ -36,7 +36,7 @@ const (
 	MinFenceLifetime = time.Second
 
 	// FenceKeySuffix is appended to a lock's Redis key (prefix + key) to name
-	// its fencing counter. Do not lock keys ending in it with fencing on.
+	// its fencing counter. TryLock and Lock refuse keys ending in it.
 	FenceKeySuffix = ":fence"
 )
 
@@ -93,23 +93,28 @@ func counterKey(name string) string { return name + FenceKeySuffix }
 
 // acquireOp returns the node operation of an acquisition: the plain acquire
 // script, or with fencing the fenced one, whose yes carries the node's counter.
-func (c *Client) acquireOp(name, token string, ms int64) nodeOp {
+// w is the waiting Lock call the attempt belongs to, nil for TryLock.
+func (c *Client) acquireOp(name, token string, ms int64, w *waiter) nodeOp {
+	id, rank, grace := w.args(c.cfg.nodeTimeoutFor(time.Duration(ms) * time.Millisecond))
+	maxWait := MaxWakeInterval.Milliseconds()
 	return func(ctx context.Context, n *node, _ *result) result {
 		var reply interface{}
 		var err error
 		if c.cfg.fencing {
-			reply, err = c.eval(ctx, n, acquireFencedScript, name, counterKey(name), token, ms, c.cfg.fenceLifetime.Milliseconds())
+			reply, err = c.eval(ctx, n, acquireFencedScript, name, counterKey(name), waitersKey(name), waitExpiryKey(name),
+				token, ms, c.cfg.fenceLifetime.Milliseconds(), id, rank, maxWait, grace)
 		} else {
-			reply, err = c.eval(ctx, n, acquireScript, name, token, ms)
+			reply, err = c.eval(ctx, n, acquireScript, name, waitersKey(name), waitExpiryKey(name),
+				token, ms, id, rank, maxWait, grace)
 		}
 		if err != nil {
 			return result{vote: voteFail, err: err}
 		}
-		v, val, holder, err := parseAcquire(reply)
-		if err == nil && v == voteYes && c.cfg.fencing && val <= 0 {
-			v, err = voteFail, fmt.Errorf("redlock: fenced acquire reply without a counter")
+		r := parseAcquire(reply)
+		if r.vote == voteYes && c.cfg.fencing && r.val <= 0 {
+			r = result{vote: voteFail, err: fmt.Errorf("redlock: fenced acquire reply without a counter")}
 		}
-		return result{vote: v, val: val, holder: holder, err: err}
+		return r
 	}
 }
 

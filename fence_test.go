@@ -226,9 +226,9 @@ func TestSimNodeMatchesRedis(t *testing.T) {
 			var args []interface{}
 			switch op := rng.IntN(10); op {
 			case 0:
-				script, args = acquireScript, []interface{}{key, tok, ttl}
+				script, args = acquireScript, []interface{}{key, waitersKey(key), waitExpiryKey(key), tok, ttl, "", 0, 5000, 500}
 			case 1, 2:
-				script, args = acquireFencedScript, []interface{}{key, ck, tok, ttl, life}
+				script, args = acquireFencedScript, []interface{}{key, ck, waitersKey(key), waitExpiryKey(key), tok, ttl, life, "", 0, 5000, 500}
 			case 3, 4:
 				cur, _ := redis.String(conn.Do("GET", ck))
 				n, _ := strconv.ParseUint(cur, 10, 64)
@@ -237,7 +237,7 @@ func TestSimNodeMatchesRedis(t *testing.T) {
 			case 5:
 				script, args = extendScript, []interface{}{1, key, tok, ttl}
 			case 6:
-				script, args = releaseScript, []interface{}{key, tok, releaseChannel(key)}
+				script, args = releaseScript, []interface{}{key, waitersKey(key), waitExpiryKey(key), tok, releaseChannel(key), ""}
 			case 7:
 				v := []string{"7", "7000000000000000", "garbage"}[rng.IntN(3)]
 				_, err := conn.Do("SET", ck, v)
@@ -372,13 +372,13 @@ func TestMintToken(t *testing.T) {
 }
 
 func TestParseFencedAcquire(t *testing.T) {
-	v, val, _, err := parseAcquire([]interface{}{int64(1), int64(1_700_000_000_000_000)})
-	require.NoError(t, err)
-	assert.Equal(t, voteYes, v)
-	assert.Equal(t, int64(1_700_000_000_000_000), val)
-	v, _, _, err = parseAcquire([]interface{}{int64(1), int64(0)})
-	assert.Equal(t, voteFail, v, "a grant without a counter is malformed")
-	assert.Error(t, err)
+	r := parseAcquire([]interface{}{int64(1), int64(1_700_000_000_000_000)})
+	require.NoError(t, r.err)
+	assert.Equal(t, voteYes, r.vote)
+	assert.Equal(t, int64(1_700_000_000_000_000), r.val)
+	r = parseAcquire([]interface{}{int64(1), int64(0)})
+	assert.Equal(t, voteFail, r.vote, "a grant without a counter is malformed")
+	assert.Error(t, r.err)
 }
 
 func TestFenceOptions(t *testing.T) {

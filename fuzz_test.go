@@ -103,9 +103,8 @@ func FuzzReply(f *testing.F) {
 			if err != nil {
 				return
 			}
-			v, _, _, err := parseAcquire(reply)
-			if v == voteYes {
-				require.NoError(t, err)
+			if r := parseAcquire(reply); r.vote == voteYes {
+				require.NoError(t, r.err)
 				arr, ok := reply.([]interface{})
 				require.True(t, ok && len(arr) == 1, "only a one-element array grants a lock: %#v", reply)
 			}

@@ -12,14 +12,15 @@ import (
 // multiple goroutines. Holding a *Lock does not mean the lock is still held:
 // it ends at Until at the latest, and earlier if nodes lose it.
 type Lock struct {
-	c     *Client
-	key   string // as given by the caller
-	name  string // the Redis key: prefix + key
-	token string
-	fence uint64 // the fencing token; 0 without WithFencing
-	ttl   time.Duration
-	acq   *fanout   // the successful acquire; later operations wait for its stragglers
-	start time.Time // when the successful attempt started (monotonic)
+	c      *Client
+	key    string // as given by the caller
+	name   string // the Redis key: prefix + key
+	token  string
+	waiter string // the id of the Lock call that acquired it in the nodes' queues; "" for TryLock
+	fence  uint64 // the fencing token; 0 without WithFencing
+	ttl    time.Duration
+	acq    *fanout   // the successful acquire; later operations wait for its stragglers
+	start  time.Time // when the successful attempt started (monotonic)
 
 	mu       sync.Mutex // taken after the Client's watchdog mutex, never before it
 	until    time.Time
@@ -328,16 +329,13 @@ func (l *Lock) Unlock(ctx context.Context) error {
 
 	ctx = context.WithoutCancel(ctx)
 	start := c.cfg.clock.Now()
-	f := c.release(ctx, l.acq, l.name, l.token, c.cfg.nodeTimeoutFor(l.ttl))
+	f := c.release(ctx, l.acq, l.name, l.token, l.waiter, c.cfg.nodeTimeoutFor(l.ttl))
 	t, votes := f.collect(tally.held)
 	// Returning at the quorum would leave the other nodes that granted us
 	// still holding the key for a moment, and a TryLock that follows this
 	// Unlock could be refused by them: wait for those releases too (a node
 	// that never answered the acquire is not waited for).
 	f.awaitAnswered(l.acq, granted)
-	// Only now, after a quorum announced the release (or the outcome is
-	// known), may this Client's own waiters stop deferring to this lock.
-	c.holders.forget(l)
 	now := c.cfg.clock.Now()
 	expired := !now.Before(until)
 	var err error

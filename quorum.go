@@ -64,7 +64,7 @@ func (t tally) unreachable() bool { return t.fail > t.n-quorum(t.n) }
 type result struct {
 	vote   vote
 	val    int64  // script-specific detail, e.g. the holder's PTTL on a refused acquire
-	holder string // on a refused acquire, the holder's token
+	holder string // on a refused acquire, the holder's token ("" if reserved for a waiter)
 	err    error  // set when vote is voteFail
 }
 

@@ -111,11 +111,10 @@ type Client struct {
 	done   chan struct{}  // closed by Close: wakes waiting Lock calls
 	wg     sync.WaitGroup // node calls in flight, including background releases
 
-	hub     *hub         // release subscriptions (wake.go)
-	queue   keyQueue     // local FIFO of waiting Lock calls per key (wait.go)
-	holders holders      // locks this Client holds, per key (wait.go)
-	wd      *watchdog    // auto-extension of this Client's locks (KeepAlive, Do, Done)
-	maxTTL  atomic.Int64 // the longest TTL used, in ns: the default restart-guard window
+	hub    *hub         // release subscriptions (wake.go)
+	queue  keyQueue     // local FIFO of waiting Lock calls per key (wait.go)
+	wd     *watchdog    // auto-extension of this Client's locks (KeepAlive, Do, Done)
+	maxTTL atomic.Int64 // the longest TTL used, in ns: the default restart-guard window
 }
 
 // New returns a Client over the given pools, one per independent Redis
@@ -299,7 +298,7 @@ func (c *Client) TryLock(ctx context.Context, key string, ttl time.Duration) (*L
 	if err := c.checkLockArgs("TryLock", ctx, key, ttl); err != nil {
 		return nil, err
 	}
-	l, _, err := c.attempt(ctx, key, wireTTL(ttl))
+	l, _, err := c.attempt(ctx, key, wireTTL(ttl), nil)
 	return l, err
 }
 
@@ -312,6 +311,11 @@ func (c *Client) checkLockArgs(op string, ctx context.Context, key string, ttl t
 		return fmt.Errorf("redlock: %s: nil context", op)
 	case key == "":
 		return fmt.Errorf("redlock: %s: empty key", op)
+	}
+	for _, suffix := range []string{WaitersKeySuffix, WaitExpiryKeySuffix, FenceKeySuffix} {
+		if strings.HasSuffix(key, suffix) {
+			return fmt.Errorf("redlock: %s: key %q ends in %q, which names the queue or fencing counter of another lock key", op, key, suffix)
+		}
 	}
 	return c.checkTTL(op, ttl)
 }
@@ -340,9 +344,10 @@ func (c *Client) begin() error {
 	return nil
 }
 
-// attempt is one acquisition attempt with a fresh token. After a miss it
-// also describes what the waiting logic needs to know.
-func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*Lock, *miss, error) {
+// attempt is one acquisition attempt with a fresh token, on behalf of the
+// waiting Lock call w (nil for TryLock). After a miss it also describes what
+// the waiting logic needs to know.
+func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration, w *waiter) (*Lock, *miss, error) {
 	if err := c.begin(); err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrNotObtained, err)
 	}
@@ -357,7 +362,7 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*L
 	timeout := c.cfg.nodeTimeoutFor(ttl)
 
 	start := c.cfg.clock.Now()
-	acq := c.start(ctx, timeout, nil, c.acquireOp(name, token, ms))
+	acq := c.start(ctx, timeout, nil, c.acquireOp(name, token, ms, w))
 	t, votes := acq.collect(tally.decided)
 	last, fence := acq, uint64(0) // last: the fan-out whose tally decides
 	if c.cfg.fencing && t.reached() {
@@ -369,22 +374,22 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*L
 	d := drift(ttl, c.cfg.driftFactor)
 	v := validity(ttl, elapsed, d)
 	if t.reached() && v > 0 {
-		l := &Lock{c: c, key: key, name: name, token: token, fence: fence, ttl: ttl, acq: acq, start: start, until: start.Add(ttl - d)}
-		c.holders.set(l)
+		l := &Lock{c: c, key: key, name: name, token: token, waiter: w.ident(), fence: fence, ttl: ttl, acq: acq, start: start, until: start.Add(ttl - d)}
 		if f := c.cfg.obs.Acquire; f != nil {
 			f(AcquireEvent{Key: key, TTL: ttl, Outcome: OutcomeOK, Elapsed: elapsed, Validity: v, Fence: fence, Nodes: c.nodeVotes(last, votes)})
 		}
 		return l, nil, nil
 	}
 	// A miss: release everywhere our key may be (step 5), under a context
-	// the caller cannot cancel.
-	rel := c.release(context.WithoutCancel(ctx), acq, name, token, timeout)
+	// the caller cannot cancel. A waiting Lock keeps its place in the queue.
+	rel := c.release(context.WithoutCancel(ctx), acq, name, token, "", timeout)
 	rel.awaitAnswered(acq, answered)
 	// What waiting needs to know comes from the acquire, with every answer
 	// that has arrived by now: the decision often falls on the refusals alone,
 	// before the free nodes' grants arrive, and without them the wake-up time
 	// would be the longest remaining TTL instead of the quorum-th smallest.
 	m := missOf(acq.settled(), acq.results)
+	m.acq, m.token = acq, token
 
 	kinds := []error{ErrNotObtained}
 	what := "lock not obtained"
@@ -397,7 +402,7 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*L
 	case last != acq && ctx.Err() == nil && t.fail == 0:
 		what = "lock not obtained: the fencing token's write-back was refused (lock lost or a competing holder minted)"
 	case ctx.Err() == nil && t.fail == 0:
-		what = "lock not obtained: held by another owner"
+		what = "lock not obtained: held by another owner (or reserved for a waiting Lock)"
 	}
 	err = newOpError(ctx, what, key, kinds, t, last.failures(votes))
 	if f := c.cfg.obs.Acquire; f != nil {
@@ -412,14 +417,16 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*L
 }
 
 // release sends the release script to every node once that node's acquire
-// (acq) has settled, skipping nodes where the acquire was refused: our token
-// was never written there.
-func (c *Client) release(ctx context.Context, acq *fanout, name, token string, timeout time.Duration) *fanout {
+// (acq) has settled. With waiter set (the id of the Lock call that made the
+// acquire), it also removes that call from the node's queue of waiters;
+// without, it skips nodes where the acquire was refused: our token was never
+// written there.
+func (c *Client) release(ctx context.Context, acq *fanout, name, token, waiter string, timeout time.Duration) *fanout {
 	return c.start(ctx, timeout, acq, func(ctx context.Context, n *node, prior *result) result {
-		if prior.vote == voteNo {
+		if prior.vote == voteNo && waiter == "" {
 			return result{vote: voteNo}
 		}
-		reply, err := c.eval(ctx, n, releaseScript, name, token, releaseChannel(name))
+		reply, err := c.eval(ctx, n, releaseScript, name, waitersKey(name), waitExpiryKey(name), token, releaseChannel(name), waiter)
 		if err != nil {
 			return result{vote: voteFail, err: err}
 		}

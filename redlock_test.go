@@ -772,6 +772,8 @@ func TestBadInput(t *testing.T) {
 		want string
 	}{
 		{"empty key", func() error { _, err := c.TryLock(ctx, "", time.Second); return err }, "empty key"},
+		{"queue key", func() error { _, err := c.Lock(ctx, "jobs:waiters", time.Second); return err }, `ends in ":waiters"`},
+		{"fence key", func() error { _, err := c.TryLock(ctx, "jobs:fence", time.Second); return err }, `ends in ":fence"`},
 		{"zero ttl", func() error { _, err := c.TryLock(ctx, "k", 0); return err }, "ttl"},
 		{"negative ttl", func() error { _, err := c.Lock(ctx, "k", -time.Second); return err }, "ttl"},
 		{"sub-millisecond ttl", func() error { _, err := c.TryLock(ctx, "k", 500*time.Microsecond); return err }, "below 1ms"},

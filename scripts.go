@@ -12,6 +12,8 @@ import (
 // EVALSHA and falls back to EVAL on NOSCRIPT (a flushed or restarted node).
 
 var (
+	//go:embed scripts/queue.lua
+	queueSrc string // prepended to the acquire and release scripts
 	//go:embed scripts/acquire.lua
 	acquireSrc string
 	//go:embed scripts/extend.lua
@@ -23,11 +25,13 @@ var (
 	//go:embed scripts/fence.lua
 	fenceSrc string
 
-	acquireScript = newScript(1, acquireSrc)
-	extendScript  = newScript(-1, extendSrc) // any number of keys; the count comes first
-	releaseScript = newScript(1, releaseSrc)
-	// The fencing scripts take the lock key and its counter (fence.go).
-	acquireFencedScript = newScript(2, acquireFencedSrc)
+	// The acquire and release scripts take the lock key and its queue of
+	// waiters (two keys, wait.go); the fencing scripts the lock key and its
+	// counter (fence.go), and the fenced acquire both.
+	acquireScript       = newScript(3, queueSrc+acquireSrc)
+	extendScript        = newScript(-1, extendSrc) // any number of keys; the count comes first
+	releaseScript       = newScript(3, queueSrc+releaseSrc)
+	acquireFencedScript = newScript(4, queueSrc+acquireFencedSrc)
 	fenceScript         = newScript(2, fenceSrc)
 )
 
@@ -57,34 +61,39 @@ func (s *script) args(keysAndArgs []interface{}) []interface{} {
 }
 
 // parseAcquire classifies the reply of the acquire script and of the fenced
-// acquire script. On a refusal, val is the holder's remaining time in
-// milliseconds (-1 when the key has no TTL) and holder its token; on a grant
-// by the fenced script val is the node's fencing counter (positive), and 0
-// from the plain script.
-func parseAcquire(reply interface{}) (v vote, val int64, holder string, err error) {
+// acquire script. On a grant by the fenced script val is the node's fencing
+// counter (positive), and 0 from the plain script. On a refusal, val is how
+// long in milliseconds the caller may have to wait (the holder's remaining
+// time, -1 when the key has no TTL) and holder the token holding the key (""
+// if the key is free but reserved for a waiter ranked first). Anything else is
+// a voteFail with err set.
+func parseAcquire(reply interface{}) result {
 	vals, err := redis.Values(reply, nil)
 	if err != nil {
-		return voteFail, 0, "", fmt.Errorf("redlock: unexpected acquire reply: %w", err)
+		return result{vote: voteFail, err: fmt.Errorf("redlock: unexpected acquire reply: %w", err)}
 	}
 	var flag int64
+	var r result
 	switch {
 	case len(vals) == 1:
 		if _, err = redis.Scan(vals, &flag); err == nil && flag == 1 {
-			return voteYes, 0, "", nil
+			return result{vote: voteYes}
 		}
 	case len(vals) == 2:
-		if _, err = redis.Scan(vals, &flag, &val); err == nil && flag == 1 && val > 0 {
-			return voteYes, val, "", nil
+		if _, err = redis.Scan(vals, &flag, &r.val); err == nil && flag == 1 && r.val > 0 {
+			r.vote = voteYes
+			return r
 		}
 	case len(vals) == 3:
-		if _, err = redis.Scan(vals, &flag, &val, &holder); err == nil && flag == 0 {
-			return voteNo, val, holder, nil
+		if _, err = redis.Scan(vals, &flag, &r.val, &r.holder); err == nil && flag == 0 {
+			r.vote = voteNo
+			return r
 		}
 	}
 	if err != nil {
-		return voteFail, 0, "", fmt.Errorf("redlock: unexpected acquire reply: %w", err)
+		return result{vote: voteFail, err: fmt.Errorf("redlock: unexpected acquire reply: %w", err)}
 	}
-	return voteFail, 0, "", fmt.Errorf("redlock: unexpected acquire reply %v", vals)
+	return result{vote: voteFail, err: fmt.Errorf("redlock: unexpected acquire reply %v", vals)}
 }
 
 // parseFlag classifies the 0/1 reply of the extend and release scripts.

@@ -133,7 +133,7 @@ func urlsOf(scheme string, servers []*redistest.Server) []string {
 // lockACL is the minimal ACL of a lock user documented in docs/security.md:
 // INFO at first contact, EVALSHA/EVAL for the scripts, and the commands the
 // scripts call, on the lock keys only.
-const lockACL = "resetkeys ~lock:* resetchannels -@all +info +evalsha +eval +get +set +pexpire +pttl +del"
+const lockACL = "resetkeys ~lock:* resetchannels &redlock:released:lock:* -@all +info +evalsha +eval +get +set +pexpire +pttl +del +exists +time +zadd +zrem +zrank +zrange +zrangebyscore +zscore +zcard +publish +subscribe"
 
 // aclServers starts n servers with a default password and users set up by
 // ACL SETUSER rules.
@@ -181,7 +181,21 @@ func TestACLUsers(t *testing.T) {
 		_, err = c.TryLock(ctx, "k", 10*time.Second)
 		require.ErrorIs(t, err, ErrNotObtained)
 		assert.NotErrorIs(t, err, ErrQuorumUnreachable, "contended, not failed: %v", err)
+		// A waiting Lock of another Client queues, subscribes, and is woken
+		// by the release (its timer would take 5 s).
+		c2, err := Dial(urls("locker:l0cker-pw"), WithKeyPrefix("lock:"))
+		require.NoError(t, err)
+		defer c2.Close()
+		res := lockInBackground(ctx, c2, "k", 10*time.Second)
+		time.Sleep(200 * time.Millisecond)
 		require.NoError(t, l.Unlock(ctx))
+		select {
+		case r := <-res:
+			require.NoError(t, r.err)
+			require.NoError(t, r.l.Unlock(ctx))
+		case <-time.After(3 * time.Second):
+			t.Fatal("the waiting Lock was not woken by the release")
+		}
 	})
 	failures := []struct {
 		name, userinfo string

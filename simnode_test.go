@@ -70,6 +70,10 @@ func (s *simNode) lose() { s.keys = map[string]simEntry{} }
 
 var errSimNotNumber = redis.Error("ERR redlock: fencing counter is not a number")
 
+// errSimQueue: the simulation drives TryLock-style attempts only; the queue
+// of waiting Lock calls (scripts/queue.lua) is not modelled.
+var errSimQueue = errors.New("simNode: the queue of waiters is not modelled")
+
 // counter reads a fencing counter as the scripts do: ok false if absent.
 func (s *simNode) counter(k string) (c int64, ok bool, err error) {
 	v, ok := s.get(k)
@@ -98,14 +102,17 @@ func (s *simNode) run(script *script, keysAndArgs ...interface{}) (interface{}, 
 		return n
 	}
 	switch script {
-	case acquireScript: // KEYS: lock; ARGV: token, ttl
+	case acquireScript: // KEYS: lock, waiters, expiries; ARGV: token, ttl, waiter id, rank, cap, grace
+		if a[5] != "" {
+			return nil, errSimQueue
+		}
 		v, ok := s.get(a[0])
 		switch {
 		case !ok:
-			s.setPX(a[0], a[1], num(2))
+			s.setPX(a[0], a[3], num(4))
 			return []interface{}{int64(1)}, nil
-		case v == a[1]:
-			s.pexpire(a[0], num(2))
+		case v == a[3]:
+			s.pexpire(a[0], num(4))
 			return []interface{}{int64(1)}, nil
 		}
 		return []interface{}{int64(0), s.pttl(a[0]), []byte(v)}, nil
@@ -125,16 +132,19 @@ func (s *simNode) run(script *script, keysAndArgs ...interface{}) (interface{}, 
 		}
 		return out, nil
 
-	case releaseScript: // KEYS: lock; ARGV: token, channel (PUBLISH is not modelled)
-		if v, ok := s.get(a[0]); ok && v == a[1] {
+	case releaseScript: // KEYS: lock, waiters, expiries; ARGV: token, channel, waiter id (PUBLISH is not modelled)
+		if v, ok := s.get(a[0]); ok && v == a[3] {
 			delete(s.keys, a[0])
 			return int64(1), nil
 		}
 		return int64(0), nil
 
-	case acquireFencedScript: // KEYS: lock, counter; ARGV: token, ttl, lifetime
+	case acquireFencedScript: // KEYS: lock, counter, waiters, expiries; ARGV: token, ttl, lifetime, waiter id, rank, cap, grace
+		if a[7] != "" {
+			return nil, errSimQueue
+		}
 		v, ok := s.get(a[0])
-		if ok && v != a[2] {
+		if ok && v != a[4] {
 			return []interface{}{int64(0), s.pttl(a[0]), []byte(v)}, nil
 		}
 		c, _, err := s.counter(a[1])
@@ -142,9 +152,9 @@ func (s *simNode) run(script *script, keysAndArgs ...interface{}) (interface{}, 
 			return nil, err
 		}
 		if !ok {
-			s.setPX(a[0], a[2], num(3))
+			s.setPX(a[0], a[4], num(5))
 		} else {
-			s.pexpire(a[0], num(3))
+			s.pexpire(a[0], num(5))
 		}
 		if s.broken { // the NOTES' trap: INCR on each node, no seed, no write-back
 			c++
@@ -152,7 +162,7 @@ func (s *simNode) run(script *script, keysAndArgs ...interface{}) (interface{}, 
 			return []interface{}{int64(1), c}, nil
 		}
 		c = max(c, s.timeUS())
-		s.setPX(a[1], strconv.FormatInt(c, 10), num(4))
+		s.setPX(a[1], strconv.FormatInt(c, 10), num(6))
 		return []interface{}{int64(1), c}, nil
 
 	case fenceScript: // KEYS: lock, counter; ARGV: token, T, lifetime

@@ -31,18 +31,74 @@ const (
 	MaxSplitBackoff = 128 * time.Millisecond
 )
 
+// WaitersKeySuffix and WaitExpiryKeySuffix are appended to a lock's Redis
+// key (prefix + key) to name the two sorted sets that hold, on each node, its
+// queue of waiting Lock calls: their ranks and when each entry expires.
+// TryLock and Lock refuse keys ending in them.
+const (
+	WaitersKeySuffix    = ":waiters"
+	WaitExpiryKeySuffix = ":waiters:expiry"
+)
+
+func waitersKey(name string) string    { return name + WaitersKeySuffix }
+func waitExpiryKey(name string) string { return name + WaitExpiryKeySuffix }
+
+// waiter is a waiting Lock call's place in the nodes' queues of waiters
+// (scripts/queue.lua). Every attempt of the call registers it, with the same
+// id and rank, on the nodes that refuse it; a node grants a free key only to
+// its first live waiter. Ranking by the time the call began makes the
+// waiters of all Clients agree on who goes next (ties broken by id), so a
+// release does not wake a split vote, and it serves them in the order they
+// came, whichever Client they belong to. Ranks come from each Client's wall
+// clock: a Client whose clock is behind gets ahead of its turn (fairness, not
+// safety, depends on the clocks).
+type waiter struct {
+	id   string // random; names the call's entries
+	rank int64  // when the call began, in µs since the Unix epoch (exact in a sorted set's double)
+}
+
+func newWaiter(now time.Time) *waiter {
+	return &waiter{id: fmt.Sprintf("%016x", mathrand.Uint64()), rank: now.UnixMicro()}
+}
+
+// ident is w's id, "" for TryLock (w == nil).
+func (w *waiter) ident() string {
+	if w == nil {
+		return ""
+	}
+	return w.id
+}
+
+// args returns the acquire scripts' queue arguments for an attempt whose
+// per-node timeout is timeout: the id and rank ("" and 0 for TryLock, which
+// never registers) and the grace in ms an entry lives beyond the waiter's
+// longest sleep, which covers its next attempt: a split vote's back-off, and
+// up to two per-node timeouts (subscribing, then the attempt itself).
+func (w *waiter) args(timeout time.Duration) (id string, rank int64, grace int64) {
+	grace = (2*timeout + MaxSplitBackoff).Milliseconds()
+	if w == nil {
+		return "", 0, grace
+	}
+	return w.id, w.rank, grace
+}
+
 // miss is what a failed attempt tells the waiting logic.
 type miss struct {
 	// wait is the earliest time after which a quorum of nodes may be free:
 	// the quorum-th smallest of the remaining TTLs (0 for a node that
-	// granted us). -1 means unknown (too few answers, or keys without TTL).
+	// granted us; for a node that keeps the key for a waiter ranked before
+	// us, that waiter's entry's remaining life). -1 means unknown (too few
+	// answers, or keys without TTL).
 	wait time.Duration
 	// winner is a token that refused us on a quorum of nodes: another
-	// client holds the lock, and only its release is worth waking for.
+	// client holds the lock, and only its release (or a later one) is worth
+	// waking for.
 	winner string
 	// split reports that we were granted some nodes but no quorum, and no
 	// other token holds a quorum either: contenders split the vote.
 	split bool
+	acq   *fanout // the attempt's acquire, which later releases must not overtake
+	token string  // the attempt's token
 }
 
 // missOf derives a miss from the votes of an acquire fan-out. It reads the
@@ -61,7 +117,7 @@ func missOf(votes []vote, results []result) *miss {
 		case voteNo:
 			r := results[i]
 			holders[r.holder]++
-			if holders[r.holder] >= q {
+			if holders[r.holder] >= q && r.holder != "" {
 				m.winner = r.holder
 			}
 			if r.val >= 0 {
@@ -79,80 +135,93 @@ func missOf(votes []vote, results []result) *miss {
 
 // Lock acquires key for ttl, waiting until it is free or ctx ends.
 //
-// Waiting costs no polling: Lock subscribes to the key's release channel on
-// every node, tries again, and then sleeps until the holder's Unlock is
-// announced — typically it resumes within a round trip of the release — or
-// until the holder's TTL must have run out (a holder that crashed), at most
-// MaxWakeInterval. When contenders split the vote it backs off for a
+// Waiting costs no polling. Waiting Lock calls queue on the nodes, ranked by
+// when each call began, whichever Client made it, and a node keeps a free key
+// for its first waiter: the lock passes in the order the calls came (given
+// roughly synchronised Client clocks; ties go by a random id). Lock
+// subscribes to the key's release channel on every node, tries again, and
+// then sleeps until a release is announced that names it as the next waiter
+// — typically it resumes within a round trip of the release — or until the
+// holder's TTL must have run out (a holder that crashed), at most
+// MaxWakeInterval. A waiter that crashed holds the others up for at most
+// about MaxWakeInterval. When contenders still split the vote (the nodes'
+// queues can disagree after a restart or a lost reply) it backs off for a
 // random, growing time (SplitBackoff). Calls of one Client waiting for the
-// same key queue in FIFO order, so only the head competes over the network;
-// handoffs between Clients always go through the nodes. Each attempt is a
-// TryLock with a fresh token.
+// same key also queue locally, in FIFO order, so only the head of each
+// Client's queue takes part in the nodes' queue; handoffs between Clients
+// always go through the nodes. Each attempt is a TryLock with a fresh token.
+// TryLock does not queue, and is refused while a free key is kept for a
+// waiting Lock.
 //
 // When ctx ends it returns an error matching ErrNotObtained and ctx.Err(),
-// carrying the last attempt's outcome; it leaves nothing subscribed.
+// carrying the last attempt's outcome; it leaves nothing subscribed and
+// removes its place in the nodes' queues (nodes it cannot reach drop it when
+// it expires).
 func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
 	if err := c.checkLockArgs("Lock", ctx, key, ttl); err != nil {
 		return nil, err
 	}
 	ttl = wireTTL(ttl)
 	name := c.cfg.keyPrefix + key
+	wt := newWaiter(c.cfg.clock.Now()) // ranked by when the call began, also against other Clients
 	slot, err := c.queue.enter(ctx, c.done, name)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %q: waiting behind other Lock calls of this Client: %w", ErrNotObtained, key, err)
 	}
 	defer c.queue.leave(name, slot)
 
-	var w *watch // the queue's subscription, shared by its successive heads
-	if sib := c.holders.get(name); sib != nil {
-		// Another call of this Client holds the key. Rushing in now would
-		// beat other Clients' waiters, who learn of the release only from
-		// the nodes: wait for the same announcement they wait for. The
-		// holder is checked again once a quorum confirmed our subscription:
-		// its Unlock publishes on a quorum before it forgets the lock, so if
-		// it still holds, one of those nodes will announce to us.
-		w = c.queue.watch(slot, c.hub, releaseChannel(name))
-		w.awaitConfirmed(ctx, quorum(len(c.nodes)), c.cfg.nodeTimeoutFor(ttl))
-		if c.holders.get(name) == sib {
-			d := min(time.Until(sib.Until()), MaxWakeInterval)
-			if err := c.waitRelease(ctx, w, &miss{winner: sib.token, wait: max(d, 0)}, 0); err != nil {
-				return nil, fmt.Errorf("%w: %q: %w", ErrNotObtained, key, err)
-			}
-		}
-	}
+	// The local queue's subscription, shared by its successive heads: a
+	// head that finds it need not subscribe (and try again) after its first
+	// miss.
+	w := c.queue.subscribed(slot)
 	splits := 0
 	for {
-		l, m, err := c.attempt(ctx, key, ttl)
-		if err == nil {
-			c.queue.narrow(slot)
+		if w != nil {
+			w.take() // the attempt sees the effect of what was announced so far
 		}
-		if err == nil || ctx.Err() != nil || errors.Is(err, ErrClosed) {
-			return l, err
+		l, m, err := c.attempt(ctx, key, ttl, wt)
+		if err == nil {
+			return l, nil
+		}
+		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+			c.leaveQueue(ctx, name, wt, m, ttl)
+			return nil, err
 		}
 		if w == nil {
-			// Subscribe, then try again at once. A release announced on a
-			// quorum of nodes reaches one of ours once a quorum confirmed;
-			// a node that does not confirm in time only costs the timer.
+			// Subscribe, then try again at once: a release between the
+			// attempt and the subscription is not missed. A release
+			// announced on a quorum of nodes reaches one of ours once a
+			// quorum confirmed; a node that does not confirm in time only
+			// costs the timer.
 			w = c.queue.watch(slot, c.hub, releaseChannel(name))
 			w.awaitConfirmed(ctx, quorum(len(c.nodes)), c.cfg.nodeTimeoutFor(ttl))
 			continue
 		}
 		if m.split {
 			splits++
-			c.queue.widen(slot)
 		} else {
 			splits = 0
 		}
-		werr := c.waitRelease(ctx, w, m, splits)
-		if werr == nil && !m.split {
-			// Waiters of other Clients wake on the same announcement. Where
-			// they recently split the vote, spread the attempts out.
-			werr = sleep(ctx, c.done, jitter(c.queue.spread(slot)))
-		}
-		if werr != nil {
+		if werr := c.waitRelease(ctx, w, wt, m, splits); werr != nil {
+			c.leaveQueue(ctx, name, wt, m, ttl)
 			return nil, &opError{msg: err.Error() + ": " + werr.Error(), causes: []error{err, werr}}
 		}
 	}
+}
+
+// leaveQueue removes the Lock call w, which gives up, from the nodes' queues
+// of waiters, where its last attempt (m) may have registered it: on a free
+// key kept for it, the next waiter then need not wait for its entries to
+// expire. It waits only for the nodes that answered that attempt, like the
+// cleanup of a miss; the others drop the entry within their timeouts, or let
+// it expire.
+func (c *Client) leaveQueue(ctx context.Context, name string, w *waiter, m *miss, ttl time.Duration) {
+	if m == nil || m.acq == nil || c.begin() != nil {
+		return // no attempt registered it, or the Client is closed: the entries expire
+	}
+	defer c.wg.Done()
+	rel := c.release(context.WithoutCancel(ctx), m.acq, name, m.token, w.id, c.cfg.nodeTimeoutFor(ttl))
+	rel.awaitAnswered(m.acq, answered)
 }
 
 // sleep waits for d, or returns ctx's error or ErrClosed.
@@ -172,18 +241,18 @@ func sleep(ctx context.Context, closed <-chan struct{}, d time.Duration) error {
 	}
 }
 
-// waitRelease sleeps until it is worth trying again after the miss m: a
-// random back-off after a split vote; otherwise until the winner's release
-// is announced (any release, if there is no single winner) or m.wait passes.
-// It returns ctx's error or ErrClosed when it gives up.
-func (c *Client) waitRelease(ctx context.Context, w *watch, m *miss, splits int) error {
+// waitRelease sleeps until it is worth that the waiter wt tries again after
+// the miss m: a random back-off after a split vote; otherwise until a
+// release is announced that names wt as the next waiter (or names nobody:
+// the key is free for anyone) — not before the winner's release, if a
+// winner refused us — or m.wait passes. The release that wakes us is then
+// awaited from a quorum of nodes, so that we do not try while some still
+// hold the released key; nodes that do not announce it (failed, or never
+// granted it) cost at most SplitBackoff. It returns ctx's error or ErrClosed
+// when it gives up.
+func (c *Client) waitRelease(ctx context.Context, w *watch, wt *waiter, m *miss, splits int) error {
 	var d time.Duration
 	switch {
-	case m.winner != "" && w.released(m.winner):
-		// The winner's release was already announced by some node (perhaps
-		// the one that woke us) while others still held its key: they are
-		// about to follow. Let them, briefly, then try again.
-		d = jitter(SplitBackoff)
 	case m.split:
 		d = jitter(min(SplitBackoff<<min(splits-1, 16), MaxSplitBackoff))
 	case m.wait >= 0:
@@ -193,7 +262,8 @@ func (c *Client) waitRelease(ctx context.Context, w *watch, m *miss, splits int)
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
-	for {
+	if m.split {
+		// The back-off is the point: do not rush back in on an announcement.
 		select {
 		case <-t.C:
 			return nil
@@ -201,13 +271,41 @@ func (c *Client) waitRelease(ctx context.Context, w *watch, m *miss, splits int)
 			return ctx.Err()
 		case <-c.done:
 			return ErrClosed
-		case <-w.signal:
-			if m.split {
-				continue // the back-off is the point: do not rush back in
+		}
+	}
+	q := quorum(len(c.nodes))
+	// Before the winner's release, announcements are stale: they were
+	// made before our attempt saw the winner hold the key.
+	current := m.winner == "" || w.released(m.winner) > 0
+	var wake string // the release that wakes us, once announced
+	var settled <-chan time.Time
+	for {
+		if wake != "" {
+			if w.released(wake) >= q {
+				return nil
 			}
-			for _, tok := range w.take() {
-				if m.winner == "" || tok == m.winner {
-					return nil
+			if settled == nil {
+				st := time.NewTimer(SplitBackoff)
+				defer st.Stop()
+				settled = st.C
+			}
+		}
+		select {
+		case <-t.C:
+			return nil
+		case <-settled:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.done:
+			return ErrClosed
+		case <-w.signal:
+			for _, a := range w.take() {
+				if a.token == m.winner {
+					current = true
+				}
+				if current && wake == "" && (a.next == "" || a.next == wt.id) {
+					wake = a.token
 				}
 			}
 		}
@@ -235,11 +333,6 @@ type keySlot struct {
 	ch   chan struct{} // capacity 1: the head holds it
 	refs int           // calls queued or at the head; guarded by keyQueue.mu
 	w    *watch        // the subscription, once a head needed it; guarded by keyQueue.mu
-	// spreadD is the window over which a woken head delays its attempt: it
-	// doubles after a split vote and halves after a win (guarded by
-	// keyQueue.mu). Within one Client only the head competes, so it stays 0
-	// unless other Clients contend for the key.
-	spreadD time.Duration
 }
 
 // enter waits for the key's turn; leave must follow.
@@ -288,24 +381,11 @@ func (q *keyQueue) drop(name string, s *keySlot) {
 	}
 }
 
-func (q *keyQueue) spread(s *keySlot) time.Duration {
+// subscribed returns the slot's subscription, or nil if it has none yet.
+func (q *keyQueue) subscribed(s *keySlot) *watch {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return s.spreadD
-}
-
-func (q *keyQueue) widen(s *keySlot) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	s.spreadD = min(max(2*s.spreadD, SplitBackoff), MaxSplitBackoff)
-}
-
-func (q *keyQueue) narrow(s *keySlot) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if s.spreadD /= 2; s.spreadD < SplitBackoff/4 {
-		s.spreadD = 0
-	}
+	return s.w
 }
 
 // watch returns the slot's subscription, subscribing on first use.
@@ -316,47 +396,4 @@ func (q *keyQueue) watch(s *keySlot, h *hub, channel string) *watch {
 		s.w = h.subscribe(channel)
 	}
 	return s.w
-}
-
-// holders records, per Redis key, the lock this Client currently holds
-// there, so that its own waiters can defer to other Clients' (see Lock).
-type holders struct {
-	mu      sync.Mutex
-	m       map[string]*Lock
-	sweepAt int // prune expired entries when the map grows past this
-}
-
-func (h *holders) get(name string) *Lock {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.m[name]
-}
-
-func (h *holders) set(l *Lock) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.m == nil {
-		h.m = map[string]*Lock{}
-	}
-	h.m[l.name] = l
-	// Locks left to expire are never forgotten by Unlock: prune them,
-	// amortised over the insertions.
-	if len(h.m) > max(h.sweepAt, 64) {
-		now := time.Now()
-		for name, o := range h.m {
-			if !now.Before(o.Until()) {
-				delete(h.m, name)
-			}
-		}
-		h.sweepAt = 2 * len(h.m)
-	}
-}
-
-// forget removes l if it is still the recorded holder.
-func (h *holders) forget(l *Lock) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.m[l.name] == l {
-		delete(h.m, l.name)
-	}
 }

@@ -2,14 +2,16 @@ package redlock
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
 )
 
-// Wake-on-release: Unlock publishes the released token on a per-key channel
-// on every node it releases, and waiting Lock calls subscribe to it. Each
+// Wake-on-release: Unlock publishes the released token, and the next waiter
+// in the node's queue, on a per-key channel on every node it releases, and
+// waiting Lock calls subscribe to it. Each
 // Client keeps at most one subscriber connection per node, shared by all the
 // keys it waits on; a node's connection exists only while some waiter needs
 // it. Lost messages are harmless: a waiter also wakes when the holder's TTL
@@ -37,9 +39,9 @@ type hub struct {
 type watch struct {
 	h       *hub
 	channel string
-	signal  chan struct{} // buffered 1: new tokens are pending
-	pending []string      // released tokens not yet taken; guarded by h.mu
-	recent  []string      // the last announced tokens, newest last; guarded by h.mu
+	signal  chan struct{}  // buffered 1: new tokens are pending
+	pending []notice       // announcements not yet taken, oldest first; guarded by h.mu
+	recent  []announcement // the last announced releases, newest last; guarded by h.mu
 	// ok holds the nodes that confirmed the subscription on their current
 	// connection; guarded by h.mu. confirmed signals a change (buffered 1).
 	ok        map[int]bool
@@ -135,31 +137,50 @@ func (s *nodeSub) closeIdle() {
 	}
 }
 
+// notice is one node's announcement: a released token (or the id of a
+// waiter that left the queue of a free key) and the waiter the node names
+// as next ("" if none waits there).
+type notice struct{ token, next string }
+
+// maxPending bounds the announcements a watch keeps for its waiter; a waiter
+// takes them each time it waits, so only a long attempt lets them pile up,
+// and the oldest are the least useful.
+const maxPending = 256
+
 // recentTokens bounds the memory of announced tokens per watch. The N
 // announcements of one release arrive within a round trip of each other;
 // remembering the last few dozen releases is plenty to deduplicate them.
 const recentTokens = 64
 
-// announced reports whether the release of token was announced recently.
+// announcement is a release and how many nodes announced it.
+type announcement struct {
+	token string
+	nodes int
+}
+
+// announced returns the recent announcement of token's release, or nil.
 // Called with h.mu held.
-func (w *watch) announced(token string) bool {
-	for _, t := range w.recent {
-		if t == token {
-			return true
+func (w *watch) announced(token string) *announcement {
+	for i := range w.recent {
+		if w.recent[i].token == token {
+			return &w.recent[i]
 		}
 	}
-	return false
+	return nil
 }
 
-// released is announced for callers without h.mu.
-func (w *watch) released(token string) bool {
+// released returns how many nodes recently announced the release of token.
+func (w *watch) released(token string) int {
 	w.h.mu.Lock()
 	defer w.h.mu.Unlock()
-	return w.announced(token)
+	if a := w.announced(token); a != nil {
+		return a.nodes
+	}
+	return 0
 }
 
-// take returns the tokens released since the last call.
-func (w *watch) take() []string {
+// take returns the announcements made since the last call.
+func (w *watch) take() []notice {
 	w.h.mu.Lock()
 	defer w.h.mu.Unlock()
 	p := w.pending
@@ -275,7 +296,8 @@ func (s *nodeSub) read(ctx context.Context, psc *redis.PubSubConn) bool {
 		switch m := psc.ReceiveContext(ctx).(type) {
 		case redis.Message:
 			got = true
-			s.h.dispatch(m.Channel, string(m.Data))
+			token, next, _ := strings.Cut(string(m.Data), " ")
+			s.h.dispatch(m.Channel, notice{token: token, next: next})
 		case redis.Subscription:
 			got = true
 			if m.Kind == "subscribe" {
@@ -304,20 +326,25 @@ func (h *hub) confirm(s *nodeSub, channel string) {
 	}
 }
 
-// dispatch hands a released token to the watches of channel. The N nodes
-// each announce the same release: a watch sees each token once.
-func (h *hub) dispatch(channel, token string) {
+// dispatch hands an announcement to the watches of channel. The N nodes
+// each announce the same release, and count it (see released); each node's
+// announcement is passed on, since the nodes may name different waiters.
+func (h *hub) dispatch(channel string, n notice) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for w := range h.watch[channel] {
-		if w.announced(token) {
-			continue
+		if a := w.announced(n.token); a != nil {
+			a.nodes++
+		} else {
+			if len(w.recent) == recentTokens {
+				w.recent = append(w.recent[:0], w.recent[1:]...)
+			}
+			w.recent = append(w.recent, announcement{token: n.token, nodes: 1})
 		}
-		if len(w.recent) == recentTokens {
-			w.recent = append(w.recent[:0], w.recent[1:]...)
+		if len(w.pending) == maxPending {
+			w.pending = append(w.pending[:0], w.pending[1:]...)
 		}
-		w.recent = append(w.recent, token)
-		w.pending = append(w.pending, token)
+		w.pending = append(w.pending, n)
 		select {
 		case w.signal <- struct{}{}:
 		default: // a signal is already pending

@@ -1,24 +1,29 @@
--- Acquire: set-if-absent with a TTL, in one round trip.
+-- Acquire: set-if-absent with a TTL, in one round trip, respecting the queue
+-- of waiting Lock calls (queue.lua, prepended).
 -- KEYS[1]  the lock key
+-- KEYS[2]  the key's queue of waiters, KEYS[3] their expiries
 -- ARGV[1]  our token (unique per attempt)
 -- ARGV[2]  ttl in milliseconds
--- Reply: {1}                the key now holds our token and expires in ttl ms;
---        {0, pttl, holder}  another token holds it: pttl is its remaining time
---                           in ms (-1: no TTL), so a waiter knows how long it
---                           may have to wait, and holder is that token, so it
---                           knows whose release to wait for. (Anyone who can
---                           run this script can also GET the key: returning the
---                           token discloses nothing new.)
+-- ARGV[3..6]  waiter id ('' for TryLock), rank, cap and grace (queue.lua)
+-- Reply: {1}                 the key now holds our token and expires in ttl ms;
+--        {0, wait, holder}   refused: holder is the token holding the key (''
+--                            if the key is free but reserved for a waiter
+--                            ranked before us), wait how long in ms we may
+--                            have to wait (-1: the key has no TTL). Waiters
+--                            use holder to know whose release to wait for.
+--                            (Anyone who can run this script can also GET the
+--                            key: returning the token discloses nothing new.)
 -- A key that already holds our token counts as acquired and gets a fresh TTL:
 -- that makes the script idempotent, so a reply lost on the wire cannot turn
 -- our own key into a "held by another" vote that no cleanup would release.
 local v = redis.call('GET', KEYS[1])
-if v == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return {1}
-end
 if v == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {1}
 end
-return {0, redis.call('PTTL', KEYS[1]), v}
+local wait = queue_turn(KEYS[1], KEYS[2], KEYS[3], v, ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+if wait then
+  return {0, wait, v or ''}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {1}

@@ -1,22 +1,28 @@
 -- Fenced acquire: the acquire script, plus reading the key's fencing counter
--- in the same atomic step (docs/fencing.md).
+-- in the same atomic step (docs/fencing.md). queue.lua is prepended.
 -- KEYS[1]  the lock key
 -- KEYS[2]  the key's fencing counter
+-- KEYS[3]  the key's queue of waiters, KEYS[4] their expiries
 -- ARGV[1]  our token (unique per attempt)
 -- ARGV[2]  ttl in milliseconds
 -- ARGV[3]  the counter's lifetime in milliseconds
+-- ARGV[4..7]  waiter id ('' for TryLock), rank, cap and grace (queue.lua)
 -- Reply: {1, c}      the key now holds our token; c = max(counter, TIME in
 --                    microseconds), also stored as the counter with a fresh
 --                    lifetime. A missing counter (new key, expired, or lost in
 --                    a restart without data) is thereby seeded from the clock.
---        {0, pttl, holder}  another token holds the key: its remaining time
---                   (-1: no TTL) and that token, as from the plain acquire
---                   script (wake-on-release); nothing was written.
+--        {0, wait, holder}  refused, as by the plain acquire script
+--                   (another token holds the key, or it is reserved for a
+--                   waiter ranked before us); nothing but our queue entry was
+--                   written.
 -- Counters are decimal integers below 2^53, exact in Lua's doubles; they are
 -- formatted with %.0f because Redis would print a Lua number with %.14g.
 local v = redis.call('GET', KEYS[1])
-if v ~= false and v ~= ARGV[1] then
-  return {0, redis.call('PTTL', KEYS[1]), v}
+if v ~= ARGV[1] then
+  local wait = queue_turn(KEYS[1], KEYS[3], KEYS[4], v, ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+  if wait then
+    return {0, wait, v or ''}
+  end
 end
 local c = redis.call('GET', KEYS[2])
 if c then

@@ -1,0 +1,249 @@
+package redlock
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/redlockgo/redlock/internal/redistest"
+)
+
+// The queue of waiting Lock calls (scripts/queue.lua) on one real server,
+// step by step: registration, the reservation of a free key for the first
+// live waiter, TryLock kept out, expiry of a crashed waiter's entry, and
+// the announcements naming the next waiter.
+func TestQueueScripts(t *testing.T) {
+	s := redistest.Start(t, 1)[0]
+	const key = "q"
+	wq, wx := waitersKey(key), waitExpiryKey(key)
+	acquire := func(tok, id string, rank, maxWait, grace int64) []interface{} {
+		t.Helper()
+		args := append([]interface{}{acquireScript.src, 3, key, wq, wx}, tok, 10000, id, rank, maxWait, grace)
+		v, err := redis.Values(s.Do("EVAL", args...))
+		require.NoError(t, err)
+		return v
+	}
+	release := func(tok, id string) int64 {
+		t.Helper()
+		args := append([]interface{}{releaseScript.src, 3, key, wq, wx}, tok, releaseChannel(key), id)
+		n, err := redis.Int64(s.Do("EVAL", args...))
+		require.NoError(t, err)
+		return n
+	}
+	refusal := func(v []interface{}) (wait int64, holder string) {
+		t.Helper()
+		require.Len(t, v, 3, "a refusal: %v", v)
+		require.Equal(t, int64(0), v[0])
+		return v[1].(int64), string(v[2].([]byte))
+	}
+	members := func() []string {
+		t.Helper()
+		m, err := redis.Strings(s.Do("ZRANGE", wq, 0, -1))
+		require.NoError(t, err)
+		return m
+	}
+	// Announcements, read from a subscriber connection.
+	sub, err := s.Conn()
+	require.NoError(t, err)
+	defer sub.Close()
+	psc := redis.PubSubConn{Conn: sub}
+	require.NoError(t, psc.Subscribe(releaseChannel(key)))
+	_, ok := psc.ReceiveWithTimeout(time.Second).(redis.Subscription)
+	require.True(t, ok)
+	announced := func() string {
+		t.Helper()
+		m, ok := psc.ReceiveWithTimeout(time.Second).(redis.Message)
+		require.True(t, ok, "an announcement")
+		return string(m.Data)
+	}
+
+	_, err = s.Do("SET", key, "foreign", "PX", 10000)
+	require.NoError(t, err)
+	wait, h := refusal(acquire("tb", "b", 200, 1000, 100))
+	assert.Equal(t, "foreign", h)
+	assert.InDelta(t, 10000, wait, 100)
+	// The entry lives min(wait, maxWait) + grace, in the node's time.
+	exp, err := redis.Int64(s.Do("ZSCORE", wx, "b"))
+	require.NoError(t, err)
+	tm, err := redis.Int64s(s.Do("TIME"))
+	require.NoError(t, err)
+	assert.InDelta(t, 1100, exp-(tm[0]*1000+tm[1]/1000), 100)
+	refusal(acquire("ta", "a", 100, 1000, 100)) // ranked before b
+	assert.Equal(t, []string{"a", "b"}, members())
+
+	_, err = s.Do("DEL", key) // the holder's key expired: free, but kept for a
+	require.NoError(t, err)
+	wait, h = refusal(acquire("tx", "", 0, 1000, 100))
+	assert.Equal(t, "", h, "TryLock is refused: the free key is kept for the first waiter")
+	assert.InDelta(t, 1100, wait, 100, "told to wait at most the first waiter's entry's life")
+	_, h = refusal(acquire("tb", "b", 200, 1000, 100))
+	assert.Equal(t, "", h, "b is not first")
+	assert.Equal(t, []interface{}{int64(1)}, acquire("ta", "a", 100, 1000, 100), "the first waiter gets it")
+	assert.Equal(t, []string{"b"}, members(), "and leaves the queue")
+
+	assert.Equal(t, int64(1), release("ta", "a"))
+	assert.Equal(t, "ta b", announced(), "the release names the next waiter")
+	assert.Equal(t, []interface{}{int64(1)}, acquire("tb", "b", 200, 1000, 100))
+	assert.Empty(t, members())
+	assert.Equal(t, int64(1), release("tb", "b"))
+	assert.Equal(t, "tb ", announced(), "nobody waits: anyone may try")
+	exists, err := redis.Int64(s.Do("EXISTS", wq, wx))
+	require.NoError(t, err)
+	assert.Zero(t, exists, "an empty queue leaves no keys")
+
+	// A crashed waiter (it never comes back) holds a free key up for its
+	// entry's life only.
+	_, err = s.Do("SET", key, "foreign", "PX", 10000)
+	require.NoError(t, err)
+	refusal(acquire("tg", "ghost", 1, 50, 50))
+	_, err = s.Do("DEL", key)
+	require.NoError(t, err)
+	_, h = refusal(acquire("tx", "", 0, 1000, 100))
+	assert.Equal(t, "", h)
+	time.Sleep(150 * time.Millisecond)
+	assert.Equal(t, []interface{}{int64(1)}, acquire("tx", "", 0, 1000, 100), "the expired entry no longer counts")
+	assert.Empty(t, members())
+	assert.Equal(t, int64(1), release("tx", ""))
+	assert.Equal(t, "tx ", announced())
+
+	// A waiter that gives up on a free key kept for it announces, naming
+	// the next one; keeping one's place (id '') changes nothing.
+	_, err = s.Do("SET", key, "foreign", "PX", 10000)
+	require.NoError(t, err)
+	refusal(acquire("t1", "w1", 10, 1000, 100))
+	refusal(acquire("t2", "w2", 20, 1000, 100))
+	_, err = s.Do("DEL", key)
+	require.NoError(t, err)
+	assert.Equal(t, int64(0), release("t1", ""))
+	assert.Equal(t, []string{"w1", "w2"}, members())
+	assert.Equal(t, int64(0), release("t1", "w1"))
+	assert.Equal(t, "w1 w2", announced())
+	assert.Equal(t, []string{"w2"}, members())
+}
+
+// Waiting Lock calls of different Clients get the lock in the order they
+// began, and a release wakes only the waiter it names: the others make no
+// attempt. Without the queue the order would be a race and every release
+// would wake every Client's waiter.
+func TestLockServesClientsInOrder(t *testing.T) {
+	servers, holderC := cluster(t, 5)
+	ctx := context.Background()
+	var mu sync.Mutex
+	attempts := map[int]int{}
+	waiters := make([]*Client, 3)
+	for i := range waiters {
+		waiters[i] = dial(t, servers, WithObserver(Observer{Acquire: func(AcquireEvent) {
+			mu.Lock()
+			attempts[i]++
+			mu.Unlock()
+		}}))
+	}
+	count := func(i int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return attempts[i]
+	}
+	queued := func(n int) func() bool {
+		return func() bool {
+			for _, s := range servers {
+				if c, err := redis.Int(s.Do("ZCARD", waitersKey("k"))); err != nil || c != n {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	for _, order := range [][]int{{0, 1, 2}, {2, 0, 1}, {1, 2, 0}} {
+		t.Run(fmt.Sprint(order), func(t *testing.T) {
+			held, err := holderC.TryLock(ctx, "k", time.Minute)
+			require.NoError(t, err)
+			res := make([]<-chan lockResult, len(waiters))
+			for n, i := range order {
+				res[i] = lockInBackground(ctx, waiters[i], "k", time.Minute)
+				require.Eventually(t, queued(n+1), 5*time.Second, time.Millisecond, "waiter %d queued on every node", i)
+				time.Sleep(2 * time.Millisecond) // distinct ranks
+			}
+			time.Sleep(20 * time.Millisecond) // let the waiters settle into waiting
+			for _, i := range order {
+				before := map[int]int{}
+				for j := range waiters {
+					before[j] = count(j)
+				}
+				require.NoError(t, held.Unlock(ctx))
+				var r lockResult
+				select {
+				case r = <-res[i]:
+					require.NoError(t, r.err, "waiter %d", i)
+				case <-time.After(5 * time.Second):
+					t.Fatalf("waiter %d, next in order %v, did not get the lock", i, order)
+				}
+				for j := range waiters {
+					if j == i {
+						continue
+					}
+					select {
+					case r := <-res[j]:
+						t.Fatalf("waiter %d got the lock out of turn (err %v)", j, r.err)
+					default:
+					}
+					assert.Equal(t, before[j], count(j), "waiter %d, not named, made no attempt", j)
+				}
+				held = r.l
+			}
+			require.NoError(t, held.Unlock(ctx))
+		})
+	}
+}
+
+// A Lock that gives up leaves the nodes' queues: the key is not kept for
+// it, and a TryLock right after the holder's release gets it.
+func TestCancelledWaitLeavesQueue(t *testing.T) {
+	servers, c := cluster(t, 5)
+	ctx := context.Background()
+	held, err := c.TryLock(ctx, "k", time.Minute)
+	require.NoError(t, err)
+	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	_, err = dial(t, servers).Lock(wctx, "k", time.Minute)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	for _, s := range servers {
+		n, err := redis.Int(s.Do("EXISTS", waitersKey("k"), waitExpiryKey("k")))
+		require.NoError(t, err)
+		assert.Zero(t, n, "no queue entry left on %s", s.Addr)
+	}
+	require.NoError(t, held.Unlock(ctx))
+	l, err := c.TryLock(ctx, "k", time.Minute)
+	require.NoError(t, err, "nothing keeps the key for the waiter that left")
+	require.NoError(t, l.Unlock(ctx))
+}
+
+// A waiter that crashed while queued first holds a free key up only for
+// its entry's life; a Lock of another Client then gets it, woken by its
+// timer (no release is announced).
+func TestCrashedWaiterExpires(t *testing.T) {
+	servers, c := cluster(t, 5, WithRetry(10*time.Second, 0))
+	ctx := context.Background()
+	for _, s := range servers {
+		_, err := s.Do("SET", "k", "foreign", "PX", 60000)
+		require.NoError(t, err)
+		// The crashed waiter: ranked first, entry life 300 ms + 100 ms.
+		_, err = s.Do("EVAL", acquireScript.src, 3, "k", waitersKey("k"), waitExpiryKey("k"), "tg", 1000, "ghost", 1, 300, 100)
+		require.NoError(t, err)
+		_, err = s.Do("DEL", "k")
+		require.NoError(t, err)
+	}
+	start := time.Now()
+	l, err := c.Lock(ctx, "k", time.Minute)
+	require.NoError(t, err)
+	took := time.Since(start)
+	t.Logf("acquired after %v behind a crashed waiter's 400 ms entry", took)
+	assert.Greater(t, took, 250*time.Millisecond, "the free key was kept for the first waiter")
+	assert.Less(t, took, 3*time.Second, "but only for its entry's life")
+	require.NoError(t, l.Unlock(ctx))
+}
