@@ -93,19 +93,21 @@ func counterKey(name string) string { return name + FenceKeySuffix }
 
 // acquireOp returns the node operation of an acquisition: the plain acquire
 // script, or with fencing the fenced one, whose yes carries the node's counter.
-// w is the waiting Lock call the attempt belongs to, nil for TryLock.
-func (c *Client) acquireOp(name, token string, ms int64, w *waiter) nodeOp {
+// w is the waiting Lock call the attempt belongs to, nil for TryLock; next,
+// if not nil, the call to register behind it.
+func (c *Client) acquireOp(name, token string, ms int64, w, next *waiter) nodeOp {
 	id, rank, grace := w.args(c.cfg.nodeTimeoutFor(time.Duration(ms) * time.Millisecond))
+	nextID, nextRank := next.place()
 	maxWait := MaxWakeInterval.Milliseconds()
 	return func(ctx context.Context, n *node, _ *result) result {
 		var reply interface{}
 		var err error
 		if c.cfg.fencing {
 			reply, err = c.eval(ctx, n, acquireFencedScript, name, counterKey(name), waitersKey(name), waitExpiryKey(name),
-				token, ms, c.cfg.fenceLifetime.Milliseconds(), id, rank, maxWait, grace)
+				token, ms, c.cfg.fenceLifetime.Milliseconds(), id, rank, maxWait, grace, nextID, nextRank)
 		} else {
 			reply, err = c.eval(ctx, n, acquireScript, name, waitersKey(name), waitExpiryKey(name),
-				token, ms, id, rank, maxWait, grace)
+				token, ms, id, rank, maxWait, grace, nextID, nextRank)
 		}
 		if err != nil {
 			return result{vote: voteFail, err: err}

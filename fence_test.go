@@ -226,9 +226,9 @@ func TestSimNodeMatchesRedis(t *testing.T) {
 			var args []interface{}
 			switch op := rng.IntN(10); op {
 			case 0:
-				script, args = acquireScript, []interface{}{key, waitersKey(key), waitExpiryKey(key), tok, ttl, "", 0, 5000, 500}
+				script, args = acquireScript, []interface{}{key, waitersKey(key), waitExpiryKey(key), tok, ttl, "", 0, 5000, 500, "", 0}
 			case 1, 2:
-				script, args = acquireFencedScript, []interface{}{key, ck, waitersKey(key), waitExpiryKey(key), tok, ttl, life, "", 0, 5000, 500}
+				script, args = acquireFencedScript, []interface{}{key, ck, waitersKey(key), waitExpiryKey(key), tok, ttl, life, "", 0, 5000, 500, "", 0}
 			case 3, 4:
 				cur, _ := redis.String(conn.Do("GET", ck))
 				n, _ := strconv.ParseUint(cur, 10, 64)

@@ -24,7 +24,7 @@ func TestQueueScripts(t *testing.T) {
 	wq, wx := waitersKey(key), waitExpiryKey(key)
 	acquire := func(tok, id string, rank, maxWait, grace int64) []interface{} {
 		t.Helper()
-		args := append([]interface{}{acquireScript.src, 3, key, wq, wx}, tok, 10000, id, rank, maxWait, grace)
+		args := append([]interface{}{acquireScript.src, 3, key, wq, wx}, tok, 10000, id, rank, maxWait, grace, "", 0)
 		v, err := redis.Values(s.Do("EVAL", args...))
 		require.NoError(t, err)
 		return v
@@ -132,13 +132,15 @@ func TestQueueScripts(t *testing.T) {
 // attempt. Without the queue the order would be a race and every release
 // would wake every Client's waiter.
 func TestLockServesClientsInOrder(t *testing.T) {
-	servers, holderC := cluster(t, 5)
+	// A generous per-node timeout: an attempt that times out on a node under
+	// load would not register there, and the test waits for registrations.
+	servers, holderC := cluster(t, 5, WithNodeTimeout(time.Second))
 	ctx := context.Background()
 	var mu sync.Mutex
 	attempts := map[int]int{}
 	waiters := make([]*Client, 3)
 	for i := range waiters {
-		waiters[i] = dial(t, servers, WithObserver(Observer{Acquire: func(AcquireEvent) {
+		waiters[i] = dial(t, servers, WithNodeTimeout(time.Second), WithObserver(Observer{Acquire: func(AcquireEvent) {
 			mu.Lock()
 			attempts[i]++
 			mu.Unlock()
@@ -233,7 +235,7 @@ func TestCrashedWaiterExpires(t *testing.T) {
 		_, err := s.Do("SET", "k", "foreign", "PX", 60000)
 		require.NoError(t, err)
 		// The crashed waiter: ranked first, entry life 300 ms + 100 ms.
-		_, err = s.Do("EVAL", acquireScript.src, 3, "k", waitersKey("k"), waitExpiryKey("k"), "tg", 1000, "ghost", 1, 300, 100)
+		_, err = s.Do("EVAL", acquireScript.src, 3, "k", waitersKey("k"), waitExpiryKey("k"), "tg", 1000, "ghost", 1, 300, 100, "", 0)
 		require.NoError(t, err)
 		_, err = s.Do("DEL", "k")
 		require.NoError(t, err)
@@ -246,4 +248,80 @@ func TestCrashedWaiterExpires(t *testing.T) {
 	assert.Greater(t, took, 250*time.Millisecond, "the free key was kept for the first waiter")
 	assert.Less(t, took, 3*time.Second, "but only for its entry's life")
 	require.NoError(t, l.Unlock(ctx))
+}
+
+// The next Lock call of a Client is registered in the nodes' queues by the
+// head's attempt: once the head holds the lock, the next call waits for its
+// release without an attempt of its own, and other Clients' later waiters
+// stay behind it.
+func TestNextCallQueuedBehindHead(t *testing.T) {
+	servers, foreign := cluster(t, 5, WithNodeTimeout(time.Second))
+	ctx := context.Background()
+	var mu sync.Mutex
+	attempts := 0
+	c := dial(t, servers, WithNodeTimeout(time.Second), WithObserver(Observer{Acquire: func(AcquireEvent) {
+		mu.Lock()
+		attempts++
+		mu.Unlock()
+	}}))
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return attempts
+	}
+	// queued reports whether every node queues n waiters besides skip (the
+	// holder may still have an entry where its winning attempt was refused,
+	// until its release).
+	queued := func(n int, skip string) func() bool {
+		return func() bool {
+			for _, s := range servers {
+				ids, err := redis.Strings(s.Do("ZRANGE", waitersKey("k"), 0, -1))
+				if err != nil {
+					return false
+				}
+				k := 0
+				for _, id := range ids {
+					if id != skip {
+						k++
+					}
+				}
+				if k != n {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	held, err := foreign.TryLock(ctx, "k", time.Minute)
+	require.NoError(t, err)
+	first := lockInBackground(ctx, c, "k", time.Minute)
+	require.Eventually(t, queued(1, ""), 5*time.Second, time.Millisecond)
+	waitSubscribed(t, servers, releaseChannel("k"), 5)
+	time.Sleep(2 * time.Millisecond)
+	second := lockInBackground(ctx, c, "k", time.Minute) // queued in the Client
+	time.Sleep(20 * time.Millisecond)
+	before := count()
+	require.NoError(t, held.Unlock(ctx))
+	r1 := <-first
+	require.NoError(t, r1.err)
+	require.Eventually(t, queued(1, r1.l.waiter), 5*time.Second, time.Millisecond, "the second call is queued on every node behind the holder")
+	time.Sleep(20 * time.Millisecond)
+	assert.Equal(t, before+1, count(), "one attempt, the first call's: the second made none")
+	// A later waiter of another Client stays behind the second call.
+	third := lockInBackground(ctx, dial(t, servers, WithNodeTimeout(time.Second)), "k", time.Minute)
+	require.Eventually(t, queued(2, r1.l.waiter), 5*time.Second, time.Millisecond)
+	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, r1.l.Unlock(ctx))
+	r2 := <-second
+	require.NoError(t, r2.err)
+	assert.Equal(t, before+2, count(), "the second call got the lock in one attempt")
+	select {
+	case <-third:
+		t.Fatal("the later waiter got the lock out of turn")
+	default:
+	}
+	require.NoError(t, r2.l.Unlock(ctx))
+	r3 := <-third
+	require.NoError(t, r3.err)
+	require.NoError(t, r3.l.Unlock(ctx))
 }

@@ -298,7 +298,7 @@ func (c *Client) TryLock(ctx context.Context, key string, ttl time.Duration) (*L
 	if err := c.checkLockArgs("TryLock", ctx, key, ttl); err != nil {
 		return nil, err
 	}
-	l, _, err := c.attempt(ctx, key, wireTTL(ttl), nil)
+	l, _, err := c.attempt(ctx, key, wireTTL(ttl), nil, nil)
 	return l, err
 }
 
@@ -345,9 +345,10 @@ func (c *Client) begin() error {
 }
 
 // attempt is one acquisition attempt with a fresh token, on behalf of the
-// waiting Lock call w (nil for TryLock). After a miss it also describes what
-// the waiting logic needs to know.
-func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration, w *waiter) (*Lock, *miss, error) {
+// waiting Lock call w (nil for TryLock), registering next (if not nil) behind
+// it in the nodes' queues. After a miss it also describes what the waiting
+// logic needs to know.
+func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration, w, next *waiter) (*Lock, *miss, error) {
 	if err := c.begin(); err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrNotObtained, err)
 	}
@@ -362,7 +363,7 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration, w *
 	timeout := c.cfg.nodeTimeoutFor(ttl)
 
 	start := c.cfg.clock.Now()
-	acq := c.start(ctx, timeout, nil, c.acquireOp(name, token, ms, w))
+	acq := c.start(ctx, timeout, nil, c.acquireOp(name, token, ms, w, next))
 	t, votes := acq.collect(tally.decided)
 	last, fence := acq, uint64(0) // last: the fan-out whose tally decides
 	if c.cfg.fencing && t.reached() {

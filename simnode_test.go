@@ -102,8 +102,8 @@ func (s *simNode) run(script *script, keysAndArgs ...interface{}) (interface{}, 
 		return n
 	}
 	switch script {
-	case acquireScript: // KEYS: lock, waiters, expiries; ARGV: token, ttl, waiter id, rank, cap, grace
-		if a[5] != "" {
+	case acquireScript: // KEYS: lock, waiters, expiries; ARGV: token, ttl, waiter id, rank, cap, grace, next id, next rank
+		if a[5] != "" || a[9] != "" {
 			return nil, errSimQueue
 		}
 		v, ok := s.get(a[0])
@@ -139,8 +139,8 @@ func (s *simNode) run(script *script, keysAndArgs ...interface{}) (interface{}, 
 		}
 		return int64(0), nil
 
-	case acquireFencedScript: // KEYS: lock, counter, waiters, expiries; ARGV: token, ttl, lifetime, waiter id, rank, cap, grace
-		if a[7] != "" {
+	case acquireFencedScript: // KEYS: lock, counter, waiters, expiries; ARGV: token, ttl, lifetime, waiter id, rank, cap, grace, next id, next rank
+		if a[7] != "" || a[11] != "" {
 			return nil, errSimQueue
 		}
 		v, ok := s.get(a[0])

@@ -10,11 +10,12 @@ import (
 	"time"
 )
 
-// Waiting for a held lock. Lock does not poll: after a failed attempt it
-// subscribes to the key's release channel (wake.go), tries once more (so a
-// release between the attempt and the subscription is not missed), then
-// sleeps until the holder's release is announced or until the holder's keys
-// must have expired, whichever comes first.
+// Waiting for a held lock. Lock does not poll: waiting calls queue on the
+// nodes (scripts/queue.lua); after a failed attempt a call subscribes to the
+// key's release channel (wake.go), tries once more (so a release between the
+// attempt and the subscription is not missed), then sleeps until a release
+// names it as the next waiter, or until the holder's keys must have expired,
+// whichever comes first. docs/design.md ("Waiting") has the whole scheme.
 
 // Waiting parameters.
 const (
@@ -53,12 +54,19 @@ func waitExpiryKey(name string) string { return name + WaitExpiryKeySuffix }
 // clock: a Client whose clock is behind gets ahead of its turn (fairness, not
 // safety, depends on the clocks).
 type waiter struct {
-	id   string // random; names the call's entries
-	rank int64  // when the call began, in µs since the Unix epoch (exact in a sorted set's double)
+	id   string        // random; names the call's entries
+	rank int64         // when the call began, in µs since the Unix epoch (exact in a sorted set's double)
+	turn chan struct{} // closed when the call becomes the head of its Client's queue for the key
+
+	// Set when the previous head registered this call behind itself in the
+	// nodes' queues (guarded by keyQueue.mu): lined is that acquire, behind
+	// what to wait for if that head got the lock.
+	lined  *fanout
+	behind *miss
 }
 
 func newWaiter(now time.Time) *waiter {
-	return &waiter{id: fmt.Sprintf("%016x", mathrand.Uint64()), rank: now.UnixMicro()}
+	return &waiter{id: fmt.Sprintf("%016x", mathrand.Uint64()), rank: now.UnixMicro(), turn: make(chan struct{})}
 }
 
 // ident is w's id, "" for TryLock (w == nil).
@@ -80,6 +88,15 @@ func (w *waiter) args(timeout time.Duration) (id string, rank int64, grace int64
 		return "", 0, grace
 	}
 	return w.id, w.rank, grace
+}
+
+// place returns the id and rank of w for registration behind another call
+// ("" and 0 if w is nil).
+func (w *waiter) place() (string, int64) {
+	if w == nil {
+		return "", 0
+	}
+	return w.id, w.rank
 }
 
 // miss is what a failed attempt tells the waiting logic.
@@ -164,22 +181,49 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 	ttl = wireTTL(ttl)
 	name := c.cfg.keyPrefix + key
 	wt := newWaiter(c.cfg.clock.Now()) // ranked by when the call began, also against other Clients
-	slot, err := c.queue.enter(ctx, c.done, name)
+	slot, lined, err := c.queue.enter(ctx, c.done, name, wt)
 	if err != nil {
+		if lined != nil { // registered behind a head that has gone on
+			c.leaveQueue(ctx, name, wt, &miss{acq: lined}, ttl)
+		}
 		return nil, fmt.Errorf("%w: %q: waiting behind other Lock calls of this Client: %w", ErrNotObtained, key, err)
 	}
-	defer c.queue.leave(name, slot)
+	defer c.queue.leave(name, slot, wt)
 
 	// The local queue's subscription, shared by its successive heads: a
 	// head that finds it need not subscribe (and try again) after its first
 	// miss.
 	w := c.queue.subscribed(slot)
+	// A head that got the lock may have registered us behind it in the
+	// nodes' queues: then we wait for its release, named next like any
+	// other waiter, without an attempt of our own.
+	m := c.queue.behind(wt)
 	splits := 0
 	for {
+		if m != nil && w != nil {
+			if werr := c.waitRelease(ctx, w, wt, m, splits); werr != nil {
+				c.leaveQueue(ctx, name, wt, m, ttl)
+				return nil, fmt.Errorf("%w: %q: %w", ErrNotObtained, key, werr)
+			}
+		}
 		if w != nil {
 			w.take() // the attempt sees the effect of what was announced so far
 		}
-		l, m, err := c.attempt(ctx, key, ttl, wt)
+		// While we wait anyway, our attempts register the next call of our
+		// queue behind us on the nodes, sparing it an attempt of its own.
+		var next *waiter
+		if w != nil {
+			next = c.queue.next(slot)
+		}
+		l, mm, err := c.attempt(ctx, key, ttl, wt, next)
+		m = mm
+		if next != nil {
+			if err == nil {
+				c.queue.line(next, l.acq, &miss{winner: l.token, wait: min(ttl, MaxWakeInterval), acq: l.acq})
+			} else if m != nil {
+				c.queue.line(next, m.acq, nil)
+			}
+		}
 		if err == nil {
 			return l, nil
 		}
@@ -195,6 +239,7 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 			// costs the timer.
 			w = c.queue.watch(slot, c.hub, releaseChannel(name))
 			w.awaitConfirmed(ctx, quorum(len(c.nodes)), c.cfg.nodeTimeoutFor(ttl))
+			m = nil
 			continue
 		}
 		if m.split {
@@ -206,6 +251,7 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 			c.leaveQueue(ctx, name, wt, m, ttl)
 			return nil, &opError{msg: err.Error() + ": " + werr.Error(), causes: []error{err, werr}}
 		}
+		m = nil
 	}
 }
 
@@ -321,8 +367,7 @@ func jitter(d time.Duration) time.Duration {
 }
 
 // keyQueue queues the waiting Lock calls of one Client per key, in FIFO
-// order (blocked senders on a Go channel are served first come, first
-// served). A key's queue owns its release subscription while anyone waits,
+// order. A key's queue owns its release subscription while anyone waits,
 // so a new head finds it confirmed and is not one round trip behind.
 type keyQueue struct {
 	mu sync.Mutex
@@ -330,48 +375,58 @@ type keyQueue struct {
 }
 
 type keySlot struct {
-	ch   chan struct{} // capacity 1: the head holds it
-	refs int           // calls queued or at the head; guarded by keyQueue.mu
-	w    *watch        // the subscription, once a head needed it; guarded by keyQueue.mu
+	line []*waiter // the calls waiting for the key, the head first; guarded by keyQueue.mu
+	w    *watch    // the subscription, once a head needed it; guarded by keyQueue.mu
 }
 
-// enter waits for the key's turn; leave must follow.
-func (q *keyQueue) enter(ctx context.Context, closed <-chan struct{}, name string) (*keySlot, error) {
+// enter queues the call wt and waits for its turn; leave must follow. When
+// it gives up, it returns the acquire that registered wt behind its head in
+// the nodes' queues, if any, for the caller to leave them.
+func (q *keyQueue) enter(ctx context.Context, closed <-chan struct{}, name string, wt *waiter) (*keySlot, *fanout, error) {
 	q.mu.Lock()
 	if q.m == nil {
 		q.m = map[string]*keySlot{}
 	}
 	s := q.m[name]
 	if s == nil {
-		s = &keySlot{ch: make(chan struct{}, 1)}
+		s = &keySlot{}
 		q.m[name] = s
 	}
-	s.refs++
-	q.mu.Unlock()
-	select {
-	case s.ch <- struct{}{}:
-		return s, nil
-	case <-ctx.Done():
-		q.drop(name, s)
-		return nil, ctx.Err()
-	case <-closed:
-		q.drop(name, s)
-		return nil, ErrClosed
+	s.line = append(s.line, wt)
+	if len(s.line) == 1 {
+		close(wt.turn)
 	}
-}
-
-// leave ends the head's turn.
-func (q *keyQueue) leave(name string, s *keySlot) {
-	<-s.ch
-	q.drop(name, s)
-}
-
-// drop removes one call; the last one closes the subscription.
-func (q *keyQueue) drop(name string, s *keySlot) {
+	q.mu.Unlock()
+	var err error
+	select {
+	case <-wt.turn:
+		return s, nil, nil
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-closed:
+		err = ErrClosed
+	}
+	q.leave(name, s, wt)
 	q.mu.Lock()
-	s.refs--
+	defer q.mu.Unlock()
+	return nil, wt.lined, err
+}
+
+// leave removes wt from the key's queue, handing the turn on if it was the
+// head; the last one closes the subscription.
+func (q *keyQueue) leave(name string, s *keySlot, wt *waiter) {
+	q.mu.Lock()
+	for i, o := range s.line {
+		if o == wt {
+			s.line = append(s.line[:i], s.line[i+1:]...)
+			if i == 0 && len(s.line) > 0 {
+				close(s.line[0].turn)
+			}
+			break
+		}
+	}
 	var w *watch
-	if s.refs == 0 {
+	if len(s.line) == 0 {
 		delete(q.m, name)
 		w, s.w = s.w, nil
 	}
@@ -379,6 +434,32 @@ func (q *keyQueue) drop(name string, s *keySlot) {
 	if w != nil {
 		w.close()
 	}
+}
+
+// next returns the call after the head, or nil.
+func (q *keyQueue) next(s *keySlot) *waiter {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(s.line) > 1 {
+		return s.line[1]
+	}
+	return nil
+}
+
+// line records that the acquire acq registered wt behind its head; behind,
+// if not nil, is what wt waits for when its turn comes (the head got the
+// lock).
+func (q *keyQueue) line(wt *waiter, acq *fanout, behind *miss) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	wt.lined, wt.behind = acq, behind
+}
+
+// behind returns what the head wt waits for before its first attempt, or nil.
+func (q *keyQueue) behind(wt *waiter) *miss {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return wt.behind
 }
 
 // subscribed returns the slot's subscription, or nil if it has none yet.

@@ -7,6 +7,7 @@
 -- ARGV[2]  ttl in milliseconds
 -- ARGV[3]  the counter's lifetime in milliseconds
 -- ARGV[4..7]  waiter id ('' for TryLock), rank, cap and grace (queue.lua)
+-- ARGV[8..9]  the next waiting call of our Client, as in the plain script
 -- Reply: {1, c}      the key now holds our token; c = max(counter, TIME in
 --                    microseconds), also stored as the counter with a fresh
 --                    lifetime. A missing counter (new key, expired, or lost in
@@ -17,10 +18,16 @@
 --                   written.
 -- Counters are decimal integers below 2^53, exact in Lua's doubles; they are
 -- formatted with %.0f because Redis would print a Lua number with %.14g.
+local function behind(wait)
+  if ARGV[8] ~= '' then
+    queue_behind(KEYS[3], KEYS[4], ARGV[8], ARGV[9], wait, ARGV[6], ARGV[7])
+  end
+end
 local v = redis.call('GET', KEYS[1])
 if v ~= ARGV[1] then
   local wait = queue_turn(KEYS[1], KEYS[3], KEYS[4], v, ARGV[4], ARGV[5], ARGV[6], ARGV[7])
   if wait then
+    behind(wait)
     return {0, wait, v or ''}
   end
 end
@@ -44,4 +51,5 @@ if now > c then
   c = now
 end
 redis.call('SET', KEYS[2], string.format('%.0f', c), 'PX', ARGV[3])
+behind(tonumber(ARGV[2]))
 return {1, c}

@@ -33,6 +33,23 @@ local function queue_next(q, qx)
   return redis.call('ZRANGE', q, 0, 0)[1] or ''
 end
 
+-- queue_keep sets the expiry of waiter id's entry (already in q): it lives
+-- as long as the waiter may sleep before its next attempt, min(wait, cap)
+-- (wait -1: unknown), plus grace; the sets live as long as their longest
+-- entry may.
+local function queue_keep(q, qx, id, now, wait, cap, grace)
+  local life = tonumber(cap)
+  if wait >= 0 and wait < life then
+    life = wait
+  end
+  life = life + tonumber(grace)
+  redis.call('ZADD', qx, now + life, id)
+  if redis.call('PTTL', q) < life then
+    redis.call('PEXPIRE', q, life)
+    redis.call('PEXPIRE', qx, life)
+  end
+end
+
 -- queue_turn decides whether the caller may take the key now. v is the key's
 -- value (false: absent; never the caller's token). It returns nil when the
 -- key is free and the caller is first in line (its entry is removed), and
@@ -72,17 +89,19 @@ local function queue_turn(lock, q, qx, v, id, rank, cap, grace)
     wait = tonumber(redis.call('ZSCORE', qx, head) or (now + tonumber(cap))) - now
   end
   if id ~= '' then
-    local life = tonumber(cap)
-    if wait >= 0 and wait < life then
-      life = wait
-    end
-    life = life + tonumber(grace)
-    redis.call('ZADD', qx, now + life, id)
-    if redis.call('PTTL', q) < life then
-      redis.call('PEXPIRE', q, life)
-      redis.call('PEXPIRE', qx, life)
-    end
+    queue_keep(q, qx, id, now, wait, cap, grace)
   end
   return wait
+end
+
+-- queue_behind registers waiter id (rank) as well: the next waiting call of
+-- the caller's Client, which will wait behind the caller without an attempt
+-- of its own (wait.go). wait is how long it may have to sleep: the caller's
+-- ttl if the caller got the key, else the caller's wait.
+local function queue_behind(q, qx, id, rank, wait, cap, grace)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', q, rank, id)
+  queue_keep(q, qx, id, now, wait, cap, grace)
 end
 
