@@ -112,11 +112,11 @@ func (c *Client) acquireOp(name, token string, ms int64, w, next *waiter) nodeOp
 		if err != nil {
 			return result{vote: voteFail, err: err}
 		}
-		r := parseAcquire(reply)
-		if r.vote == voteYes && c.cfg.fencing && r.val <= 0 {
-			r = result{vote: voteFail, err: fmt.Errorf("redlock: fenced acquire reply without a counter")}
+		v, val, holder, err := parseAcquire(reply)
+		if err == nil && v == voteYes && c.cfg.fencing && val <= 0 {
+			v, err = voteFail, fmt.Errorf("redlock: fenced acquire reply without a counter")
 		}
-		return r
+		return result{vote: v, val: val, holder: holder, err: err}
 	}
 }
 

@@ -372,13 +372,13 @@ func TestMintToken(t *testing.T) {
 }
 
 func TestParseFencedAcquire(t *testing.T) {
-	r := parseAcquire([]interface{}{int64(1), int64(1_700_000_000_000_000)})
-	require.NoError(t, r.err)
-	assert.Equal(t, voteYes, r.vote)
-	assert.Equal(t, int64(1_700_000_000_000_000), r.val)
-	r = parseAcquire([]interface{}{int64(1), int64(0)})
-	assert.Equal(t, voteFail, r.vote, "a grant without a counter is malformed")
-	assert.Error(t, r.err)
+	v, val, _, err := parseAcquire([]interface{}{int64(1), int64(1_700_000_000_000_000)})
+	require.NoError(t, err)
+	assert.Equal(t, voteYes, v)
+	assert.Equal(t, int64(1_700_000_000_000_000), val)
+	v, _, _, err = parseAcquire([]interface{}{int64(1), int64(0)})
+	assert.Equal(t, voteFail, v, "a grant without a counter is malformed")
+	assert.Error(t, err)
 }
 
 func TestFenceOptions(t *testing.T) {

@@ -61,39 +61,35 @@ func (s *script) args(keysAndArgs []interface{}) []interface{} {
 }
 
 // parseAcquire classifies the reply of the acquire script and of the fenced
-// acquire script. On a grant by the fenced script val is the node's fencing
-// counter (positive), and 0 from the plain script. On a refusal, val is how
-// long in milliseconds the caller may have to wait (the holder's remaining
-// time, -1 when the key has no TTL) and holder the token holding the key (""
-// if the key is free but reserved for a waiter ranked first). Anything else is
-// a voteFail with err set.
-func parseAcquire(reply interface{}) result {
+// acquire script. On a refusal, val is how long in milliseconds the caller
+// may have to wait (the holder's remaining time, -1 when the key has no TTL)
+// and holder the token holding the key ("" if the key is free but kept for a
+// waiter ranked first); on a grant by the fenced script val is the node's
+// fencing counter (positive), and 0 from the plain script.
+func parseAcquire(reply interface{}) (v vote, val int64, holder string, err error) {
 	vals, err := redis.Values(reply, nil)
 	if err != nil {
-		return result{vote: voteFail, err: fmt.Errorf("redlock: unexpected acquire reply: %w", err)}
+		return voteFail, 0, "", fmt.Errorf("redlock: unexpected acquire reply: %w", err)
 	}
 	var flag int64
-	var r result
 	switch {
 	case len(vals) == 1:
 		if _, err = redis.Scan(vals, &flag); err == nil && flag == 1 {
-			return result{vote: voteYes}
+			return voteYes, 0, "", nil
 		}
 	case len(vals) == 2:
-		if _, err = redis.Scan(vals, &flag, &r.val); err == nil && flag == 1 && r.val > 0 {
-			r.vote = voteYes
-			return r
+		if _, err = redis.Scan(vals, &flag, &val); err == nil && flag == 1 && val > 0 {
+			return voteYes, val, "", nil
 		}
 	case len(vals) == 3:
-		if _, err = redis.Scan(vals, &flag, &r.val, &r.holder); err == nil && flag == 0 {
-			r.vote = voteNo
-			return r
+		if _, err = redis.Scan(vals, &flag, &val, &holder); err == nil && flag == 0 {
+			return voteNo, val, holder, nil
 		}
 	}
 	if err != nil {
-		return result{vote: voteFail, err: fmt.Errorf("redlock: unexpected acquire reply: %w", err)}
+		return voteFail, 0, "", fmt.Errorf("redlock: unexpected acquire reply: %w", err)
 	}
-	return result{vote: voteFail, err: fmt.Errorf("redlock: unexpected acquire reply %v", vals)}
+	return voteFail, 0, "", fmt.Errorf("redlock: unexpected acquire reply %v", vals)
 }
 
 // parseFlag classifies the 0/1 reply of the extend and release scripts.
