@@ -415,17 +415,22 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration) (*L
 // (acq) has settled, skipping nodes where the acquire was refused: our token
 // was never written there.
 func (c *Client) release(ctx context.Context, acq *fanout, name, token string, timeout time.Duration) *fanout {
-	return c.start(ctx, timeout, acq, func(ctx context.Context, n *node, prior *result) result {
-		if prior.vote == voteNo {
-			return result{vote: voteNo}
-		}
-		reply, err := c.eval(ctx, n, releaseScript, name, token, releaseChannel(name))
-		if err != nil {
-			return result{vote: voteFail, err: err}
-		}
-		v, err := parseFlag("release", reply)
-		return result{vote: v, err: err}
-	})
+	return c.start(ctx, timeout, acq, &releaseOp{releaseScript.args(name, token, releaseChannel(name))})
+}
+
+// releaseOp is the node operation of a release.
+type releaseOp struct{ args []interface{} }
+
+func (o *releaseOp) prepare(_ int, prior *result) (*script, []interface{}, result, bool) {
+	if prior.vote == voteNo {
+		return nil, nil, result{vote: voteNo}, false
+	}
+	return releaseScript, o.args, result{}, true
+}
+
+func (o *releaseOp) parse(_ int, reply interface{}) result {
+	v, err := parseFlag("release", reply)
+	return result{vote: v, err: err}
 }
 
 // newToken returns 160 random bits from crypto/rand, hex-encoded (the Redis
