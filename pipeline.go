@@ -253,8 +253,11 @@ type pipe struct {
 	dead    error         // set once the connection failed; never cleared
 	deadCh  chan struct{} // closed when dead is set
 	broken  error         // a write failed and the socket was broken; the reader fails the pipe
-	flush   chan struct{}
-	recv    chan struct{}
+	// unflushed: commands were buffered since the last flush; idle: the
+	// reader waits for commands (on recv), and flushes them itself.
+	unflushed, idle bool
+	flush           chan struct{} // wakes the writer
+	recv            chan struct{} // wakes an idle reader
 }
 
 func newPipe(c redis.Conn, wg *sync.WaitGroup) *pipe {
@@ -292,9 +295,16 @@ func (p *pipe) send(deadline time.Time, to completer, cmd string, args []interfa
 		return &notSentError{err: err, pipe: p}
 	}
 	p.waiting.push(call{deadline: deadline, to: to})
+	p.unflushed = true
+	idle := p.idle
 	p.mu.Unlock()
-	signal(p.flush)
-	signal(p.recv)
+	if idle {
+		// The reader has nothing to read: it writes this command before it
+		// starts reading, which spares a lone command a switch to the writer.
+		signal(p.recv)
+	} else {
+		signal(p.flush)
+	}
 	return nil
 }
 
@@ -357,17 +367,32 @@ func (p *pipe) writer() {
 			p.mu.Unlock()
 			return
 		}
-		err := p.c.Flush()
-		if err != nil {
-			// As in call: let the reader, which sees the cause, fail the pipe.
-			abort(p.c)
-			p.broken = err
-			p.mu.Unlock()
-			signal(p.recv)
+		ok := p.flushLocked()
+		p.mu.Unlock()
+		if !ok {
 			return
 		}
-		p.mu.Unlock()
 	}
+}
+
+// flushLocked writes the buffered commands, if any; the caller holds p.mu.
+// On a write error it breaks the socket and leaves it to the reader, which
+// sees the cause, to fail the pipe (as send does), and reports false.
+func (p *pipe) flushLocked() bool {
+	if p.broken != nil {
+		return false
+	}
+	if !p.unflushed {
+		return true
+	}
+	p.unflushed = false
+	if err := p.c.Flush(); err != nil {
+		abort(p.c)
+		p.broken = err
+		signal(p.recv)
+		return false
+	}
+	return true
 }
 
 // reader receives replies in order and hands each to its call. It is the
@@ -380,10 +405,17 @@ func (p *pipe) reader() {
 	}()
 	for {
 		p.mu.Lock()
-		for p.waiting.n == 0 && p.dead == nil && p.broken == nil {
-			p.mu.Unlock()
-			<-p.recv
-			p.mu.Lock()
+		if p.waiting.n == 0 && p.dead == nil && p.broken == nil {
+			for p.waiting.n == 0 && p.dead == nil && p.broken == nil {
+				p.idle = true
+				p.mu.Unlock()
+				<-p.recv
+				p.mu.Lock()
+				p.idle = false
+			}
+			if p.dead == nil && p.unflushed {
+				p.flushLocked() // see send; a failure leaves p.broken set
+			}
 		}
 		if p.dead != nil {
 			p.mu.Unlock()
