@@ -12,11 +12,17 @@ import (
 )
 
 // The auto-pipelined transport: per node, one long-lived connection shared
-// by every goroutine of the Client. Callers queue their command and wait; a
-// writer goroutine flushes whatever has queued up in one write, and a reader
-// goroutine matches the replies, which Redis sends in order, to the queued
-// calls. Under load many lock operations travel in one write and one read,
-// instead of a connection (and, with redigo's DoContext, a goroutine) each.
+// by every goroutine of the Client. Commands are queued with a completer;
+// a writer goroutine flushes whatever has queued up in one write, and a
+// reader goroutine matches the replies, which Redis sends in order, to the
+// queued commands and hands each to its completer. Under load many lock
+// operations travel in one write and one read, instead of a connection
+// (and, with redigo's DoContext, a goroutine) each. The fan-out queues its
+// commands directly (pipe.send, fanout.go) and is called back; other
+// callers block on a call (pipe.call). A command sent to an idle connection
+// (nothing awaiting a reply) is written by the reader, which has nothing
+// else to do, rather than by the writer: a lone command costs one goroutine
+// switch fewer.
 //
 // Deadlines: each call carries its own (the per-node timeout). The reader's
 // read deadline is the earliest deadline among the calls waiting for a reply;
