@@ -440,5 +440,7 @@ func newToken() (string, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("redlock: reading random token: %w", err)
 	}
-	return hex.EncodeToString(b[:]), nil
+	var h [40]byte
+	hex.Encode(h[:], b[:])
+	return string(h[:]), nil
 }
