@@ -88,10 +88,10 @@ func (e *NodeError) Error() string { return "node " + e.Addr + ": " + e.Err.Erro
 func (e *NodeError) Unwrap() error { return e.Err }
 
 // nodeErr turns a failed node call into a *NodeError. A per-node timeout
-// (nctx expired while the caller's ctx is live) becomes ErrNodeTimeout, so
-// that errors.Is(err, context.DeadlineExceeded) holds only when the caller's
-// own deadline passed.
-func nodeErr(ctx, nctx context.Context, addr string, timeout time.Duration, err error) error {
+// (timedOut: it passed while the caller's ctx is live) becomes
+// ErrNodeTimeout, so that errors.Is(err, context.DeadlineExceeded) holds
+// only when the caller's own deadline passed.
+func nodeErr(ctx context.Context, timedOut bool, addr string, timeout time.Duration, err error) error {
 	var ne *NodeError
 	if errors.As(err, &ne) {
 		return err
@@ -99,7 +99,7 @@ func nodeErr(ctx, nctx context.Context, addr string, timeout time.Duration, err 
 	switch {
 	case ctx.Err() != nil:
 		err = ctx.Err()
-	case nctx.Err() != nil || isTimeout(err):
+	case timedOut || isTimeout(err):
 		err = fmt.Errorf("%w (%v)", ErrNodeTimeout, timeout)
 	}
 	return &NodeError{Addr: addr, Err: err}

@@ -36,7 +36,7 @@ const (
 	MinFenceLifetime = time.Second
 
 	// FenceKeySuffix is appended to a lock's Redis key (prefix + key) to name
-	// its fencing counter. TryLock and Lock refuse keys ending in it.
+	// its fencing counter. Do not lock keys ending in it with fencing on.
 	FenceKeySuffix = ":fence"
 )
 
@@ -91,33 +91,58 @@ func (l *Lock) Fence() uint64 {
 // counterKey names the fencing counter of the Redis key name.
 func counterKey(name string) string { return name + FenceKeySuffix }
 
-// acquireOp returns the node operation of an acquisition: the plain acquire
-// script, or with fencing the fenced one, whose yes carries the node's counter.
+// acquireOp is the node operation of an acquisition: the plain acquire
+// script, or with fencing the fenced one, whose yes carries the node's
+// counter. Every node gets the same arguments.
+type acquireOp struct {
+	script *script
+	args   []interface{}
+}
+
+// acquireOp returns the acquisition of name with token for ms milliseconds.
 // w is the waiting Lock call the attempt belongs to, nil for TryLock; next,
-// if not nil, the call to register behind it.
+// if not nil, the call to register behind it in the nodes' queues.
 func (c *Client) acquireOp(name, token string, ms int64, w, next *waiter) nodeOp {
 	id, rank, grace := w.args(c.cfg.nodeTimeoutFor(time.Duration(ms) * time.Millisecond))
 	nextID, nextRank := next.place()
 	maxWait := MaxWakeInterval.Milliseconds()
-	return func(ctx context.Context, n *node, _ *result) result {
-		var reply interface{}
-		var err error
-		if c.cfg.fencing {
-			reply, err = c.eval(ctx, n, acquireFencedScript, name, counterKey(name), waitersKey(name), waitExpiryKey(name),
-				token, ms, c.cfg.fenceLifetime.Milliseconds(), id, rank, maxWait, grace, nextID, nextRank)
-		} else {
-			reply, err = c.eval(ctx, n, acquireScript, name, waitersKey(name), waitExpiryKey(name),
-				token, ms, id, rank, maxWait, grace, nextID, nextRank)
-		}
-		if err != nil {
-			return result{vote: voteFail, err: err}
-		}
-		v, val, holder, err := parseAcquire(reply)
-		if err == nil && v == voteYes && c.cfg.fencing && val <= 0 {
-			v, err = voteFail, fmt.Errorf("redlock: fenced acquire reply without a counter")
-		}
-		return result{vote: v, val: val, holder: holder, err: err}
+	if c.cfg.fencing {
+		return &acquireOp{acquireFencedScript, acquireFencedScript.args(name, counterKey(name), waitersKey(name), waitExpiryKey(name),
+			token, ms, c.cfg.fenceLifetime.Milliseconds(), id, rank, maxWait, grace, nextID, nextRank)}
 	}
+	return &acquireOp{acquireScript, acquireScript.args(name, waitersKey(name), waitExpiryKey(name),
+		token, ms, id, rank, maxWait, grace, nextID, nextRank)}
+}
+
+func (o *acquireOp) prepare(int, *result) (*script, []interface{}, result, bool) {
+	return o.script, o.args, result{}, true
+}
+
+func (o *acquireOp) parse(_ int, reply interface{}) result {
+	v, val, holder, err := parseAcquire(reply)
+	if err == nil && v == voteYes && o.script == acquireFencedScript && val <= 0 {
+		v, err = voteFail, fmt.Errorf("redlock: fenced acquire reply without a counter")
+	}
+	return result{vote: v, val: val, holder: holder, err: err}
+}
+
+// fenceOp writes a minted fencing token back to the nodes that granted the
+// acquire it follows.
+type fenceOp struct{ args []interface{} }
+
+func (o *fenceOp) prepare(_ int, prior *result) (*script, []interface{}, result, bool) {
+	switch prior.vote {
+	case voteYes:
+		return fenceScript, o.args, result{}, true
+	case voteFail:
+		return nil, nil, *prior, false // already a *NodeError; a timed-out acquire cannot be counted on
+	}
+	return nil, nil, result{vote: voteNo}, false // the key is another holder's there
+}
+
+func (o *fenceOp) parse(_ int, reply interface{}) result {
+	v, err := parseFlag("fence", reply)
+	return result{vote: v, err: err}
 }
 
 // mint is the second round of a fenced attempt whose acquire reached a
@@ -128,21 +153,7 @@ func (c *Client) acquireOp(name, token string, ms int64, w, next *waiter) nodeOp
 // granted only if that tally reached a quorum (and validity remains).
 func (c *Client) mint(ctx context.Context, acq *fanout, votes []vote, name, token string, timeout time.Duration) (*fanout, tally, []vote, uint64) {
 	fence := mintToken(acq.results, votes)
-	wb := c.start(ctx, timeout, acq, func(ctx context.Context, n *node, prior *result) result {
-		switch prior.vote {
-		case voteYes:
-		case voteFail:
-			return *prior // already a *NodeError; a timed-out acquire cannot be counted on
-		default:
-			return result{vote: voteNo} // the key is another holder's there
-		}
-		reply, err := c.eval(ctx, n, fenceScript, name, counterKey(name), token, fence, c.cfg.fenceLifetime.Milliseconds())
-		if err != nil {
-			return result{vote: voteFail, err: err}
-		}
-		v, err := parseFlag("fence", reply)
-		return result{vote: v, err: err}
-	})
+	wb := c.start(ctx, timeout, acq, &fenceOp{fenceScript.args(name, counterKey(name), token, fence, c.cfg.fenceLifetime.Milliseconds())})
 	t, wvotes := wb.collect(tally.decided)
 	return wb, t, wvotes, fence
 }

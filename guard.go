@@ -200,13 +200,19 @@ func (c *Client) observe(n *node, si serverInfo) string {
 // connection-level failure (not a Redis error reply): the server may have
 // restarted behind a pool whose dials the Client cannot see.
 func (c *Client) suspect(n *node, err error) {
-	var re redis.Error
-	if c.cfg.guard == guardOff || err == nil || errors.As(err, &re) || errors.Is(err, ErrNodeGuarded) {
+	if c.cfg.guard == guardOff || err == nil || isReplyError(err) || errors.Is(err, ErrNodeGuarded) {
 		return
 	}
 	n.mu.Lock()
 	n.g.recheck = true
 	n.mu.Unlock()
+}
+
+// isReplyError reports whether err is (or wraps) an error reply from Redis,
+// as opposed to a connection-level failure.
+func isReplyError(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
 }
 
 // onConnect checks a connection that a Dial-created pool has just

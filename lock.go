@@ -3,7 +3,6 @@ package redlock
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 )
@@ -120,21 +119,89 @@ func newExtension(l *Lock, ttl time.Duration) extension {
 // learnAcquire records which nodes refused the acquire, once it has settled
 // on every node (it never blocks).
 func (x *extension) learnAcquire() {
-	if x.settled || len(x.l.acq.done) > 64 {
+	acq := x.l.acq
+	if x.settled || len(acq.slots) > 64 {
 		return
 	}
 	var refused uint64
-	for i, d := range x.l.acq.done {
-		select {
-		case <-d:
-		default:
+	acq.mu.Lock()
+	defer acq.mu.Unlock()
+	for i := range acq.slots {
+		if !acq.slots[i].done {
 			return // a straggler: extend waits for it
 		}
-		if x.l.acq.results[i].vote == voteNo {
+		if acq.results[i].vote == voteNo {
 			refused |= 1 << i
 		}
 	}
 	x.refused, x.settled = refused, true
+}
+
+// extendOp is the node operation of extend: on each node, the extend script
+// for every lock of the batch that node did not refuse. rows[i][j] is node
+// i's vote on lock j, written before node i's result arrives.
+type extendOp struct {
+	exts []extension
+	rows [][]vote
+	sent [][]int // sent[i]: the locks sent to node i, in order
+}
+
+// settledOn reports whether every lock's acquire has settled on node i:
+// extend never overtakes an acquire on a node (its own timeout bounds the
+// wait), and skips nodes that refused it, where our token was never written.
+func (o *extendOp) settledOn(i int) bool {
+	for j := range o.exts {
+		if x := &o.exts[j]; !x.settled && !x.l.acq.isDone(i) {
+			return false
+		}
+	}
+	return true
+}
+
+func (o *extendOp) waitOn(i int) {
+	for j := range o.exts {
+		if x := &o.exts[j]; !x.settled {
+			x.l.acq.wait(i)
+		}
+	}
+}
+
+func (o *extendOp) prepare(i int, _ *result) (*script, []interface{}, result, bool) {
+	row := make([]vote, len(o.exts))
+	o.rows[i] = row
+	args := make([]interface{}, 2, 2+3*len(o.exts))
+	sent := make([]int, 0, len(o.exts))
+	for j := range o.exts {
+		x := &o.exts[j]
+		if (!x.settled && x.l.acq.results[i].vote == voteNo) || (x.settled && x.refused&(1<<i) != 0) {
+			row[j] = voteNo
+			continue
+		}
+		row[j] = voteFail // unless the reply says otherwise
+		sent = append(sent, j)
+		args = append(args, x.args[0])
+	}
+	if len(sent) == 0 {
+		return nil, nil, result{vote: voteNo}, false
+	}
+	o.sent[i] = sent
+	args[0], args[1] = extendScript.hash, len(sent)
+	for _, j := range sent {
+		args = append(args, o.exts[j].args[1], o.exts[j].args[2])
+	}
+	return extendScript, args, result{}, true
+}
+
+func (o *extendOp) parse(i int, reply interface{}) result {
+	sent := o.sent[i]
+	flags, err := parseFlags("extend", reply, len(sent))
+	if err != nil {
+		return result{vote: voteFail, err: err}
+	}
+	for k, j := range sent {
+		o.rows[i][j] = flags[k]
+	}
+	return result{vote: voteYes}
 }
 
 // extend runs the extend script for every lock in exts with one round trip
@@ -160,58 +227,10 @@ func (c *Client) extend(ctx context.Context, exts []extension, renewal bool) ([]
 		timeout = min(timeout, c.cfg.nodeTimeoutFor(x.ttl))
 		untils[j] = x.l.Until()
 	}
-	// rows[i][j] is node i's vote on lock j, written by node i's goroutine
-	// before its result arrives.
-	rows := make([][]vote, len(c.nodes))
+	op := &extendOp{exts: exts, rows: make([][]vote, len(c.nodes)), sent: make([][]int, len(c.nodes))}
 	start := c.cfg.clock.Now()
-	f := c.start(ctx, timeout, nil, func(ctx context.Context, n *node, _ *result) result {
-		i := slices.Index(c.nodes, n)
-		row := make([]vote, len(exts))
-		rows[i] = row
-		args := make([]interface{}, 1, 1+3*len(exts))
-		sent := make([]int, 0, len(exts))
-		for j := range exts {
-			x := &exts[j]
-			// Never overtake our acquire on this node (its own timeout
-			// bounds the wait), and skip nodes that refused it: our token was
-			// never written there.
-			if !x.settled {
-				<-x.l.acq.done[i]
-				if x.l.acq.results[i].vote == voteNo {
-					row[j] = voteNo
-					continue
-				}
-			} else if x.refused&(1<<i) != 0 {
-				row[j] = voteNo
-				continue
-			}
-			sent = append(sent, j)
-			args = append(args, x.args[0])
-		}
-		if len(sent) == 0 {
-			return result{vote: voteNo}
-		}
-		args[0] = len(sent)
-		for _, j := range sent {
-			args = append(args, exts[j].args[1], exts[j].args[2])
-		}
-		reply, err := c.eval(ctx, n, extendScript, args...)
-		var flags []vote
-		if err == nil {
-			flags, err = parseFlags("extend", reply, len(sent))
-		}
-		if err != nil {
-			for _, j := range sent {
-				row[j] = voteFail
-			}
-			return result{vote: voteFail, err: err}
-		}
-		for k, j := range sent {
-			row[j] = flags[k]
-		}
-		return result{vote: voteYes}
-	})
-
+	f := c.start(ctx, timeout, nil, op)
+	rows := op.rows
 	tallies := make([]tally, len(exts))
 	votes := make([][]vote, len(exts)) // votes[j][i]: node i's vote on lock j, once arrived
 	for j := range exts {
@@ -226,13 +245,18 @@ func (c *Client) extend(ctx context.Context, exts []extension, renewal bool) ([]
 	}
 	left := len(exts)
 	for got := 0; got < len(c.nodes) && left > 0; got++ {
-		i := <-f.arrived
+		i := f.next()
+		row := rows[i] // nil if node i was cancelled before anything was prepared for it
 		for j := range exts {
 			if settled[j] {
 				continue
 			}
-			votes[j][i] = rows[i][j]
-			tallies[j].add(rows[i][j])
+			v := voteFail
+			if row != nil {
+				v = row[j]
+			}
+			votes[j][i] = v
+			tallies[j].add(v)
 			if tallies[j].held() {
 				settle(j)
 				left--

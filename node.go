@@ -82,6 +82,9 @@ func evicts(policy string) bool {
 // and refuses the node (ErrNodeGuarded) while the restart guard holds it out
 // of quorums.
 func (c *Client) ready(ctx context.Context, n *node) error {
+	if ok, err := c.readyNow(n); ok {
+		return err
+	}
 	n.mu.Lock()
 	done, reject, recheck := n.runID != "", n.reject, n.g.recheck
 	n.mu.Unlock()
@@ -119,6 +122,21 @@ func (c *Client) ready(ctx context.Context, n *node) error {
 		c.warnEviction(n, si.policy)
 	}
 	return err
+}
+
+// readyNow reports whether ready would do no I/O on n (first contact is
+// done, or refused, and no restart check is due), and if so what it would
+// return. It never blocks.
+func (c *Client) readyNow(n *node) (bool, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case n.reject != nil:
+		return true, n.reject
+	case n.runID == "" || n.g.recheck:
+		return false, nil
+	}
+	return true, c.guardedErr(n)
 }
 
 // admit records the outcome of first contact with n. It reports whether this

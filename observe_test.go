@@ -296,9 +296,7 @@ func TestSlogObserver(t *testing.T) {
 	ctx := context.Background()
 	l, err := c.TryLock(ctx, "k", 2*time.Second)
 	require.NoError(t, err)
-	for _, d := range l.acq.done { // the bad node's failure is logged with the grant only if awaited
-		<-d
-	}
+	l.acq.waitAll() // the bad node's failure is logged with the grant only if awaited
 	require.NoError(t, l.Unlock(ctx))
 	servers[1].Kill()
 	_, err = c.TryLock(ctx, "k", 2*time.Second)

@@ -12,11 +12,17 @@ import (
 )
 
 // The auto-pipelined transport: per node, one long-lived connection shared
-// by every goroutine of the Client. Callers queue their command and wait; a
-// writer goroutine flushes whatever has queued up in one write, and a reader
-// goroutine matches the replies, which Redis sends in order, to the queued
-// calls. Under load many lock operations travel in one write and one read,
-// instead of a connection (and, with redigo's DoContext, a goroutine) each.
+// by every goroutine of the Client. Commands are queued with a completer;
+// a writer goroutine flushes whatever has queued up in one write, and a
+// reader goroutine matches the replies, which Redis sends in order, to the
+// queued commands and hands each to its completer. Under load many lock
+// operations travel in one write and one read, instead of a connection
+// (and, with redigo's DoContext, a goroutine) each. The fan-out queues its
+// commands directly (pipe.send, fanout.go) and is called back; other
+// callers block on a call (pipe.call). A command sent to an idle connection
+// (nothing awaiting a reply) is written by the reader, which has nothing
+// else to do, rather than by the writer: a lone command costs one goroutine
+// switch fewer.
 //
 // Deadlines: each call carries its own (the per-node timeout). The reader's
 // read deadline is the earliest deadline among the calls waiting for a reply;
@@ -104,8 +110,7 @@ func (t *pipeTransport) do(ctx context.Context, cmd string, args ...interface{})
 			return nil, err
 		}
 		v, err := p.call(ctx, cmd, args...)
-		var ns *notSentError
-		if errors.As(err, &ns) && ctx.Err() == nil {
+		if ns := notSent(err); ns != nil && ctx.Err() == nil {
 			// The connection died before our command went out: once the
 			// reader has declared it dead, a fresh one may take it.
 			select {
@@ -129,16 +134,42 @@ type notSentError struct {
 func (e *notSentError) Error() string { return e.err.Error() }
 func (e *notSentError) Unwrap() error { return e.err }
 
+func notSent(err error) *notSentError {
+	if err == nil {
+		return nil
+	}
+	var ns *notSentError
+	errors.As(err, &ns)
+	return ns
+}
+
+// isNoScript reports whether err is Redis's NOSCRIPT reply to EVALSHA.
+func isNoScript(err error) bool {
+	e, ok := err.(redis.Error)
+	return ok && strings.HasPrefix(string(e), "NOSCRIPT ")
+}
+
 // eval sends EVALSHA and, if the node does not know the script (flushed or
 // restarted), EVAL: redis.Script's own fallback, over the pipeline.
 func (t *pipeTransport) eval(ctx context.Context, s *script, keysAndArgs ...interface{}) (interface{}, error) {
-	args := s.args(keysAndArgs)
+	args := s.args(keysAndArgs...)
 	v, err := t.do(ctx, "EVALSHA", args...)
-	if e, ok := err.(redis.Error); ok && strings.HasPrefix(string(e), "NOSCRIPT ") {
+	if isNoScript(err) {
 		args[0] = s.src
 		v, err = t.do(ctx, "EVAL", args...)
 	}
 	return v, err
+}
+
+// live returns the node's pipelined connection if one is up, without
+// dialling: the fan-out queues commands on it without waiting (fanout.go).
+func (t *pipeTransport) live() *pipe {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	return t.cur
 }
 
 func (t *pipeTransport) conn(ctx context.Context) (redis.Conn, error) { return t.pool.conn(ctx) }
@@ -156,12 +187,67 @@ func (t *pipeTransport) close() error {
 	return t.pool.close()
 }
 
+// completer receives the outcome of one queued command: its reply (an error
+// reply as a redis.Error in err), or the failure of the connection (the
+// outcome is then unknown). It is called exactly once, by the connection's
+// reader (or whoever fails the connection), with no pipe lock held; it must
+// not block.
+type completer interface {
+	complete(reply interface{}, err error)
+}
+
 // call is one command waiting for its reply.
 type call struct {
 	deadline time.Time
-	reply    interface{}
-	err      error
-	ready    chan struct{}
+	to       completer
+}
+
+// calls is the FIFO of commands awaiting replies: a ring that grows as
+// needed and is reused, so that queuing a command allocates nothing once
+// the connection has warmed up.
+type calls struct {
+	ring    []call
+	head, n int
+}
+
+func (q *calls) push(c call) {
+	if q.n == len(q.ring) {
+		ring := make([]call, max(8, 2*len(q.ring)))
+		for i := 0; i < q.n; i++ {
+			ring[i] = q.ring[(q.head+i)%len(q.ring)]
+		}
+		q.ring, q.head = ring, 0
+	}
+	q.ring[(q.head+q.n)%len(q.ring)] = c
+	q.n++
+}
+
+func (q *calls) pop() call {
+	c := q.ring[q.head]
+	q.ring[q.head] = call{}
+	q.head = (q.head + 1) % len(q.ring)
+	q.n--
+	return c
+}
+
+// earliest returns the earliest deadline among the queued calls (n > 0).
+func (q *calls) earliest() time.Time {
+	e := q.ring[q.head].deadline
+	for i := 1; i < q.n; i++ {
+		if d := q.ring[(q.head+i)%len(q.ring)].deadline; d.Before(e) {
+			e = d
+		}
+	}
+	return e
+}
+
+// drain empties the queue and returns its calls in order.
+func (q *calls) drain() []call {
+	out := make([]call, q.n)
+	for i := range out {
+		out[i] = q.pop()
+	}
+	return out
 }
 
 // pipe is one pipelined connection.
@@ -169,12 +255,15 @@ type pipe struct {
 	c redis.Conn
 
 	mu      sync.Mutex    // guards the fields below and Send on c
-	waiting []*call       // sent (or buffered), in order, awaiting replies
+	waiting calls         // sent (or buffered), in order, awaiting replies
 	dead    error         // set once the connection failed; never cleared
 	deadCh  chan struct{} // closed when dead is set
 	broken  error         // a write failed and the socket was broken; the reader fails the pipe
-	flush   chan struct{}
-	recv    chan struct{}
+	// unflushed: commands were buffered since the last flush; idle: the
+	// reader waits for commands (on recv), and flushes them itself.
+	unflushed, idle bool
+	flush           chan struct{} // wakes the writer
+	recv            chan struct{} // wakes an idle reader
 }
 
 func newPipe(c redis.Conn, wg *sync.WaitGroup) *pipe {
@@ -189,6 +278,52 @@ func (p *pipe) alive() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.dead == nil
+}
+
+// send queues a command whose reply is due by deadline, for the writer to
+// flush; to receives the outcome. It fails with a *notSentError, and to is
+// never called, if the connection is already dead.
+func (p *pipe) send(deadline time.Time, to completer, cmd string, args []interface{}) error {
+	p.mu.Lock()
+	if p.dead != nil {
+		err := p.dead
+		p.mu.Unlock()
+		return &notSentError{err: err, pipe: p}
+	}
+	if err := p.c.Send(cmd, args...); err != nil {
+		// redigo buffers Send; an error means the connection already
+		// failed to write, before this command. The reader decides why the
+		// pipe died (it saw the cause first): break the socket so that it does.
+		abort(p.c)
+		p.broken = err
+		p.mu.Unlock()
+		signal(p.recv)
+		return &notSentError{err: err, pipe: p}
+	}
+	p.waiting.push(call{deadline: deadline, to: to})
+	p.unflushed = true
+	idle := p.idle
+	p.mu.Unlock()
+	if idle {
+		// The reader has nothing to read: it writes this command before it
+		// starts reading, which spares a lone command a switch to the writer.
+		signal(p.recv)
+	} else {
+		signal(p.flush)
+	}
+	return nil
+}
+
+// blockingCall is the completer of a blocking call.
+type blockingCall struct {
+	reply interface{}
+	err   error
+	ready chan struct{}
+}
+
+func (w *blockingCall) complete(reply interface{}, err error) {
+	w.reply, w.err = reply, err
+	close(w.ready)
 }
 
 // call queues a command and waits for its reply or ctx's end.
@@ -207,30 +342,13 @@ func (p *pipe) call(ctx context.Context, cmd string, args ...interface{}) (inter
 			due = time.Until(dl)
 		}
 	}
-	cl := &call{deadline: time.Now().Add(due), ready: make(chan struct{})}
-	p.mu.Lock()
-	if p.dead != nil {
-		err := p.dead
-		p.mu.Unlock()
-		return nil, &notSentError{err: err, pipe: p}
+	w := &blockingCall{ready: make(chan struct{})}
+	if err := p.send(time.Now().Add(due), w, cmd, args); err != nil {
+		return nil, err
 	}
-	if err := p.c.Send(cmd, args...); err != nil {
-		// redigo buffers Send; an error means the connection already
-		// failed to write, before this command. The reader decides why the
-		// pipe died (it saw the cause first): break the socket so that it does.
-		abort(p.c)
-		p.broken = err
-		p.mu.Unlock()
-		signal(p.recv)
-		return nil, &notSentError{err: err, pipe: p}
-	}
-	p.waiting = append(p.waiting, cl)
-	p.mu.Unlock()
-	signal(p.flush)
-	signal(p.recv)
 	select {
-	case <-cl.ready:
-		return cl.reply, cl.err
+	case <-w.ready:
+		return w.reply, w.err
 	case <-ctx.Done():
 		// The call stays queued so that replies stay aligned; its reply
 		// will be dropped. The outcome is unknown, as for any timeout.
@@ -255,17 +373,32 @@ func (p *pipe) writer() {
 			p.mu.Unlock()
 			return
 		}
-		err := p.c.Flush()
-		if err != nil {
-			// As in call: let the reader, which sees the cause, fail the pipe.
-			abort(p.c)
-			p.broken = err
-			p.mu.Unlock()
-			signal(p.recv)
+		ok := p.flushLocked()
+		p.mu.Unlock()
+		if !ok {
 			return
 		}
-		p.mu.Unlock()
 	}
+}
+
+// flushLocked writes the buffered commands, if any; the caller holds p.mu.
+// On a write error it breaks the socket and leaves it to the reader, which
+// sees the cause, to fail the pipe (as send does), and reports false.
+func (p *pipe) flushLocked() bool {
+	if p.broken != nil {
+		return false
+	}
+	if !p.unflushed {
+		return true
+	}
+	p.unflushed = false
+	if err := p.c.Flush(); err != nil {
+		abort(p.c)
+		p.broken = err
+		signal(p.recv)
+		return false
+	}
+	return true
 }
 
 // reader receives replies in order and hands each to its call. It is the
@@ -278,27 +411,29 @@ func (p *pipe) reader() {
 	}()
 	for {
 		p.mu.Lock()
-		for len(p.waiting) == 0 && p.dead == nil && p.broken == nil {
-			p.mu.Unlock()
-			<-p.recv
-			p.mu.Lock()
+		if p.waiting.n == 0 && p.dead == nil && p.broken == nil {
+			for p.waiting.n == 0 && p.dead == nil && p.broken == nil {
+				p.idle = true
+				p.mu.Unlock()
+				<-p.recv
+				p.mu.Lock()
+				p.idle = false
+			}
+			if p.dead == nil && p.unflushed {
+				p.flushLocked() // see send; a failure leaves p.broken set
+			}
 		}
 		if p.dead != nil {
 			p.mu.Unlock()
 			return
 		}
-		if len(p.waiting) == 0 { // broken with nothing to read: the write error is the cause
+		if p.waiting.n == 0 { // broken with nothing to read: the write error is the cause
 			err := p.broken
 			p.mu.Unlock()
 			p.fail(err)
 			return
 		}
-		earliest := p.waiting[0].deadline
-		for _, cl := range p.waiting[1:] {
-			if cl.deadline.Before(earliest) {
-				earliest = cl.deadline
-			}
-		}
+		earliest := p.waiting.earliest()
 		p.mu.Unlock()
 
 		timeout := time.Until(earliest)
@@ -307,8 +442,7 @@ func (p *pipe) reader() {
 			return
 		}
 		reply, err := redis.ReceiveWithTimeout(p.c, timeout)
-		var re redis.Error
-		if err != nil && !errors.As(err, &re) { // a Redis error reply is a reply
+		if err != nil && !isReplyError(err) { // a Redis error reply is a reply
 			if isTimeout(err) {
 				err = fmt.Errorf("%w (pipelined connection)", ErrNodeTimeout)
 			}
@@ -320,11 +454,9 @@ func (p *pipe) reader() {
 			p.mu.Unlock()
 			return
 		}
-		cl := p.waiting[0]
-		p.waiting = p.waiting[1:]
+		cl := p.waiting.pop()
 		p.mu.Unlock()
-		cl.reply, cl.err = reply, err
-		close(cl.ready)
+		cl.to.complete(reply, err)
 	}
 }
 
@@ -339,13 +471,11 @@ func (p *pipe) fail(err error) {
 	}
 	p.dead = err
 	close(p.deadCh)
-	waiting := p.waiting
-	p.waiting = nil
+	waiting := p.waiting.drain()
 	abort(p.c) // under p.mu: redigo's Send and Flush must not run meanwhile
 	p.mu.Unlock()
 	for _, cl := range waiting {
-		cl.err = err
-		close(cl.ready)
+		cl.to.complete(nil, err)
 	}
 	signal(p.flush) // wakes the writer so it sees dead
 	signal(p.recv)  // and the reader

@@ -423,17 +423,25 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration, w, 
 // without, it skips nodes where the acquire was refused: our token was never
 // written there.
 func (c *Client) release(ctx context.Context, acq *fanout, name, token, waiter string, timeout time.Duration) *fanout {
-	return c.start(ctx, timeout, acq, func(ctx context.Context, n *node, prior *result) result {
-		if prior.vote == voteNo && waiter == "" {
-			return result{vote: voteNo}
-		}
-		reply, err := c.eval(ctx, n, releaseScript, name, waitersKey(name), waitExpiryKey(name), token, releaseChannel(name), waiter)
-		if err != nil {
-			return result{vote: voteFail, err: err}
-		}
-		v, err := parseFlag("release", reply)
-		return result{vote: v, err: err}
-	})
+	return c.start(ctx, timeout, acq, &releaseOp{releaseScript.args(name, waitersKey(name), waitExpiryKey(name), token, releaseChannel(name), waiter), waiter != ""})
+}
+
+// releaseOp is the node operation of a release.
+type releaseOp struct {
+	args    []interface{}
+	dequeue bool // also leave the queue of waiters: send to nodes that refused the acquire too
+}
+
+func (o *releaseOp) prepare(_ int, prior *result) (*script, []interface{}, result, bool) {
+	if prior.vote == voteNo && !o.dequeue {
+		return nil, nil, result{vote: voteNo}, false
+	}
+	return releaseScript, o.args, result{}, true
+}
+
+func (o *releaseOp) parse(_ int, reply interface{}) result {
+	v, err := parseFlag("release", reply)
+	return result{vote: v, err: err}
 }
 
 // newToken returns 160 random bits from crypto/rand, hex-encoded (the Redis
@@ -443,5 +451,7 @@ func newToken() (string, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("redlock: reading random token: %w", err)
 	}
-	return hex.EncodeToString(b[:]), nil
+	var h [40]byte
+	hex.Encode(h[:], b[:])
+	return string(h[:]), nil
 }

@@ -109,9 +109,7 @@ func heldEverywhere(t *testing.T, servers []*redistest.Server, key, token string
 // again after the delete).
 func dropEverywhere(t *testing.T, servers []*redistest.Server, l *Lock) {
 	t.Helper()
-	for _, d := range l.acq.done {
-		<-d
-	}
+	l.acq.waitAll()
 	for _, s := range servers {
 		_, err := s.Do("DEL", l.name)
 		require.NoError(t, err)

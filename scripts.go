@@ -42,22 +42,33 @@ type script struct {
 	*redis.Script
 	src  string
 	keys int
+	hash interface{} // the SHA1 hex digest, boxed once
 }
 
 func newScript(keys int, src string) *script {
-	return &script{Script: redis.NewScript(keys, src), src: src, keys: keys}
+	s := redis.NewScript(keys, src)
+	return &script{Script: s, src: src, keys: keys, hash: s.Hash()}
 }
 
 // args returns the arguments of EVALSHA (or, with the source in place of
 // the hash, EVAL): hash, number of keys, keys and arguments.
-func (s *script) args(keysAndArgs []interface{}) []interface{} {
+func (s *script) args(keysAndArgs ...interface{}) []interface{} {
 	if s.keys < 0 { // the caller supplies the number of keys
-		return append([]interface{}{s.Hash()}, keysAndArgs...)
+		return append([]interface{}{s.hash}, keysAndArgs...)
 	}
 	a := make([]interface{}, 2+len(keysAndArgs))
-	a[0], a[1] = s.Hash(), s.keys
+	a[0], a[1] = s.hash, s.keys
 	copy(a[2:], keysAndArgs)
 	return a
+}
+
+// keysAndArgs returns the part of EVALSHA's arguments (from args) that
+// redis.Script takes.
+func (s *script) keysAndArgs(args []interface{}) []interface{} {
+	if s.keys < 0 {
+		return args[1:]
+	}
+	return args[2:]
 }
 
 // parseAcquire classifies the reply of the acquire script and of the fenced
@@ -67,6 +78,39 @@ func (s *script) args(keysAndArgs []interface{}) []interface{} {
 // waiter ranked first); on a grant by the fenced script val is the node's
 // fencing counter (positive), and 0 from the plain script.
 func parseAcquire(reply interface{}) (v vote, val int64, holder string, err error) {
+	// The script's own replies, read without redis.Values and Scan (which
+	// allocate): integers are int64 and strings []byte as redigo reads them.
+	if vals, ok := reply.([]interface{}); ok {
+		flag, _ := intAt(vals, 0)
+		switch {
+		case len(vals) == 1 && flag == 1:
+			return voteYes, 0, "", nil
+		case len(vals) == 2 && flag == 1:
+			if n, ok := intAt(vals, 1); ok && n > 0 {
+				return voteYes, n, "", nil
+			}
+		case len(vals) == 3 && flag == 0:
+			n, ok := intAt(vals, 1)
+			if b, isBytes := vals[2].([]byte); ok && isBytes {
+				return voteNo, n, string(b), nil
+			}
+		}
+	}
+	return parseAcquireSlow(reply)
+}
+
+// intAt returns vals[i] if it is an integer reply.
+func intAt(vals []interface{}, i int) (int64, bool) {
+	if i >= len(vals) {
+		return 0, false
+	}
+	n, ok := vals[i].(int64)
+	return n, ok
+}
+
+// parseAcquireSlow is parseAcquire for replies of unexpected form: it
+// accepts what redis.Scan converts and explains what it does not.
+func parseAcquireSlow(reply interface{}) (v vote, val int64, holder string, err error) {
 	vals, err := redis.Values(reply, nil)
 	if err != nil {
 		return voteFail, 0, "", fmt.Errorf("redlock: unexpected acquire reply: %w", err)

@@ -378,9 +378,7 @@ func (w *watchdog) renew(ctx context.Context, batch []*watchEntry) {
 	if f != nil {
 		// No renewal round trip may outlive the in-flight mark that Unlock
 		// waits on: a straggler could otherwise be sent after Unlock returned.
-		for i := range f.done {
-			<-f.done[i]
-		}
+		f.waitAll()
 	}
 	now := w.c.cfg.clock.Now()
 

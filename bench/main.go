@@ -40,6 +40,7 @@ type options struct {
 	procs    []int
 	libs     []string
 	duration time.Duration
+	slices   int
 	svg      string
 }
 
@@ -62,6 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.svg, "svg", "", "write a chart of cycles/s against workers to this file (distinct mode)")
 	switch mode {
 	case "distinct":
+		fs.IntVar(&o.slices, "slices", 6, "slices each configuration's time is cut into, the implementations taking turns")
 		fs.StringVar(&workers, "workers", "1,16,64,256", "worker counts")
 		fs.StringVar(&libs, "libs", "redlock,redsync,floor", "implementations to compare")
 	case "handoff":
@@ -74,6 +76,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if mode == "distinct" && o.slices < 1 {
+		fmt.Fprintln(stderr, "bench: -slices must be at least 1")
 		return 2
 	}
 	var err error
@@ -145,26 +151,49 @@ func (s *stats) pct(p float64) time.Duration {
 
 // distinct runs TryLock+Unlock cycles on distinct keys (one per worker).
 func distinct(o options, stdout, stderr io.Writer) int {
-	fmt.Fprintf(stdout, "\nTryLock+Unlock cycles, distinct keys, %v per configuration\n", o.duration)
+	fmt.Fprintf(stdout, "\nTryLock+Unlock cycles, distinct keys, %v per configuration in %d turns\n", o.duration, o.slices)
 	fmt.Fprintf(stdout, "%-8s %7s %10s %10s %10s %9s\n", "lib", "workers", "cycles/s", "p50", "p99", "failures")
 	results := map[string]map[int]*stats{}
 	for _, w := range o.workers {
+		lockers := map[string]locker{}
+		closeAll := func() {
+			for _, l := range lockers {
+				l.close()
+			}
+		}
 		for _, lib := range o.libs {
 			l, err := newLocker(lib, o.addrs)
 			if err != nil {
+				closeAll()
 				fmt.Fprintln(stderr, "bench:", err)
 				return 1
 			}
-			s := measure(w, o.duration, func(ctx context.Context, worker int) (time.Duration, bool) {
-				start := time.Now()
-				ok := l.cycle(ctx, fmt.Sprintf("bench/%s/%d", lib, worker))
-				return time.Since(start), ok
-			})
-			l.close()
+			lockers[lib] = l
 			if results[lib] == nil {
 				results[lib] = map[int]*stats{}
 			}
-			results[lib][w] = s
+			results[lib][w] = &stats{}
+		}
+		// The implementations take turns, slice by slice, so that a change
+		// in the machine's load during the run hits them alike.
+		for range o.slices {
+			for _, lib := range o.libs {
+				l := lockers[lib]
+				s := measure(w, o.duration/time.Duration(o.slices), func(ctx context.Context, worker int) (time.Duration, bool) {
+					start := time.Now()
+					ok := l.cycle(ctx, fmt.Sprintf("bench/%s/%d", lib, worker))
+					return time.Since(start), ok
+				})
+				total := results[lib][w]
+				total.Ops += s.Ops
+				total.Failures += s.Failures
+				total.Lat = append(total.Lat, s.Lat...)
+				total.Elapsed += s.Elapsed
+			}
+		}
+		closeAll()
+		for _, lib := range o.libs {
+			s := results[lib][w]
 			fmt.Fprintf(stdout, "%-8s %7d %10.0f %10v %10v %9d\n", lib, w, s.rate(),
 				s.pct(0.5).Round(time.Microsecond), s.pct(0.99).Round(time.Microsecond), s.Failures)
 		}

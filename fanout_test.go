@@ -1,0 +1,178 @@
+package redlock
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/redlockgo/redlock/internal/redistest"
+)
+
+// keyGone waits until no node holds key.
+func keyGone(t *testing.T, servers []*redistest.Server, key string, within time.Duration) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		for _, s := range servers {
+			if v, _ := holder(t, s, key); v != "" {
+				return false
+			}
+		}
+		return true
+	}, within, 10*time.Millisecond, "%q left on a node", key)
+}
+
+// warm makes first contact with every node and brings up the pipelined
+// connections, so that the fan-outs that follow take the queued path.
+func warm(t *testing.T, c *Client) {
+	t.Helper()
+	ctx := context.Background()
+	l, err := c.TryLock(ctx, "warm", time.Second)
+	require.NoError(t, err)
+	l.acq.waitAll()
+	require.NoError(t, l.Unlock(ctx))
+}
+
+// Commands waiting on a paused node cost no goroutine: the fan-out queues
+// them on the node's connection and its reader delivers the outcome. (The
+// blocking path spent one goroutine per node and round, here 2 paused nodes
+// × 2 rounds × 20 cycles = 80.)
+func TestFanoutQueuesWithoutGoroutines(t *testing.T) {
+	servers, c := cluster(t, 5, WithNodeTimeout(10*time.Second))
+	warm(t, c)
+	ctx := context.Background()
+	before := runtime.NumGoroutine()
+	servers[3].Pause()
+	servers[4].Pause()
+	defer servers[3].Resume()
+	defer servers[4].Resume()
+	for i := 0; i < 20; i++ {
+		l, err := c.TryLock(ctx, fmt.Sprint("k", i), 20*time.Second)
+		require.NoError(t, err)
+		require.NoError(t, l.Unlock(ctx))
+	}
+	during := runtime.NumGoroutine()
+	assert.Less(t, during-before, 20, "goroutines grew from %d to %d with 80 commands pending", before, during)
+	servers[3].Resume()
+	servers[4].Resume()
+	// The releases went out behind their acquires on the paused nodes'
+	// connections: once the nodes run again, no key is left.
+	for i := 0; i < 20; i++ {
+		keyGone(t, servers, fmt.Sprint("k", i), 5*time.Second)
+	}
+}
+
+// A release queued behind an acquire still in flight on the same node is
+// sent only after that acquire's reply, and so lands after it: a node
+// paused by CLIENT PAUSE (which holds the commands and then runs them in
+// order) ends up without the key.
+func TestReleaseFollowsAcquireInFlight(t *testing.T) {
+	servers, c := cluster(t, 5, WithNodeTimeout(5*time.Second))
+	warm(t, c)
+	ctx := context.Background()
+	_, err := servers[4].Do("CLIENT", "PAUSE", 1000, "ALL")
+	require.NoError(t, err)
+	start := time.Now()
+	l, err := c.TryLock(ctx, "k", 20*time.Second)
+	require.NoError(t, err)
+	require.False(t, l.acq.isDone(4), "the paused node answered")
+	require.NoError(t, l.Unlock(ctx))
+	assert.Less(t, time.Since(start), 500*time.Millisecond, "TryLock and Unlock waited for the paused node")
+	keyGone(t, servers, "k", 5*time.Second)
+}
+
+// A connection that dies between an acquire and its release: the acquire
+// fails as outcome unknown, and the release, finding no live connection,
+// takes the blocking path, which checks the node for a restart and dials a
+// new connection. (CLIENT PAUSE WRITE holds the acquire in the server while
+// CLIENT KILL closes the connection.)
+func TestReleaseAfterConnectionDied(t *testing.T) {
+	servers, c := cluster(t, 5, WithNodeTimeout(5*time.Second))
+	warm(t, c)
+	ctx := context.Background()
+	_, err := servers[4].Do("CLIENT", "PAUSE", 1000, "WRITE")
+	require.NoError(t, err)
+	l, err := c.TryLock(ctx, "k", 20*time.Second)
+	require.NoError(t, err)
+	require.False(t, l.acq.isDone(4), "the paused node answered")
+	_, err = servers[4].Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+	require.NoError(t, err)
+	l.acq.wait(4)
+	require.Equal(t, voteFail, l.acq.results[4].vote)
+	require.NoError(t, l.Unlock(ctx))
+	keyGone(t, servers, "k", 5*time.Second)
+	assert.True(t, c.nodes[4].t.(*pipeTransport).live().alive(), "no new connection")
+}
+
+// The caller's context ending while nodes do not answer ends the attempt at
+// once, with the context's error; the commands left queued on the paused
+// nodes are followed by their releases, so no key is left once they run.
+func TestCancelWhileNodesPaused(t *testing.T) {
+	servers, c := cluster(t, 3, WithNodeTimeout(10*time.Second))
+	warm(t, c)
+	servers[1].Pause()
+	servers[2].Pause()
+	defer servers[1].Resume()
+	defer servers[2].Resume()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := c.TryLock(ctx, "k", 20*time.Second)
+	took := time.Since(start)
+	require.ErrorIs(t, err, ErrNotObtained)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.NotErrorIs(t, err, ErrNodeTimeout)
+	assert.Less(t, took, 2*time.Second, "the attempt waited for the paused nodes")
+	servers[1].Resume()
+	servers[2].Resume()
+	keyGone(t, servers, "k", 5*time.Second)
+}
+
+// A context that has already ended sends nothing.
+func TestCancelledBeforeStart(t *testing.T) {
+	servers, c := cluster(t, 3)
+	warm(t, c)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := c.TryLock(ctx, "k", time.Second)
+	require.ErrorIs(t, err, ErrNotObtained)
+	require.ErrorIs(t, err, context.Canceled)
+	for _, s := range servers {
+		n, err := redis.Int(s.Do("EXISTS", "k"))
+		require.NoError(t, err)
+		assert.Zero(t, n)
+	}
+}
+
+// TestAllocsPerCycle pins the allocations of one TryLock+Unlock cycle on 5
+// nodes (measured: 38; the hand-written redigo fan-out in bench/ makes 79,
+// and the target is at most 1.2 times that). Allocations of the
+// connections' reader goroutines are counted too.
+func TestAllocsPerCycle(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	// Generous timeouts: on a loaded machine a timed-out node would take
+	// the error paths, which allocate more.
+	_, c := cluster(t, 5, WithNodeTimeout(5*time.Second))
+	warm(t, c)
+	ctx := context.Background()
+	var failed error
+	allocs := testing.AllocsPerRun(200, func() {
+		l, err := c.TryLock(ctx, "k", 30*time.Second)
+		if err == nil {
+			err = l.Unlock(ctx)
+		}
+		if err != nil && failed == nil {
+			failed = err
+		}
+	})
+	require.NoError(t, failed)
+	t.Logf("%.1f allocations per cycle", allocs)
+	assert.LessOrEqual(t, allocs, 60.0)
+}
