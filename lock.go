@@ -354,6 +354,13 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	ctx = context.WithoutCancel(ctx)
 	start := c.cfg.clock.Now()
 	f := c.release(ctx, l.acq, l.name, l.token, l.waiter, c.cfg.nodeTimeoutFor(l.ttl))
+	if !c.cfg.noPipeline {
+		// The releases are queued on the pipelined connections (those of
+		// nodes that answered the acquire): the next Lock call of this
+		// Client for the key may queue its attempt right behind them, a
+		// handoff in one round trip instead of two.
+		c.queue.kick(l.name, l.token)
+	}
 	t, votes := f.collect(tally.held)
 	// Returning at the quorum would leave the other nodes that granted us
 	// still holding the key for a moment, and a TryLock that follows this

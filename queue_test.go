@@ -325,3 +325,35 @@ func TestNextCallQueuedBehindHead(t *testing.T) {
 	require.NoError(t, r3.err)
 	require.NoError(t, r3.l.Unlock(ctx))
 }
+
+// Ranks grow along a Client's local queue even when the calls' clock
+// readings do not (two calls that read the clock in one order and enter the
+// queue in the other): a call registered behind the head must never rank
+// before it on the nodes, or the nodes would keep the key for a call that
+// waits for the head.
+func TestLocalQueueRanksGrow(t *testing.T) {
+	var q keyQueue
+	ctx := context.Background()
+	now := time.Now()
+	head := newWaiter("c", now)
+	second := newWaiter("c", now.Add(-time.Second)) // read the clock first, entered second
+	third := newWaiter("c", now.Add(-time.Second))
+	s, _, err := q.enter(ctx, nil, "k", head)
+	require.NoError(t, err)
+	go func() { _, _, _ = q.enter(ctx, nil, "k", second) }()
+	require.Eventually(t, func() bool { return q.next(s) == second }, time.Second, time.Millisecond)
+	go func() { _, _, _ = q.enter(ctx, nil, "k", third) }()
+	require.Eventually(t, func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return len(s.line) == 3
+	}, time.Second, time.Millisecond)
+	assert.Greater(t, second.rank, head.rank)
+	assert.Greater(t, third.rank, second.rank)
+	q.leave("k", s, head)
+	<-second.turn
+	q.leave("k", s, second)
+	<-third.turn
+	q.leave("k", s, third)
+	assert.Empty(t, q.m, "the last call leaves nothing behind")
+}

@@ -89,6 +89,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mathrand "math/rand/v2"
 	"reflect"
 	"strings"
 	"sync"
@@ -113,6 +114,7 @@ type Client struct {
 
 	hub    *hub         // release subscriptions (wake.go)
 	queue  keyQueue     // local FIFO of waiting Lock calls per key (wait.go)
+	wid    string       // random prefix of this Client's waiter ids (wait.go)
 	wd     *watchdog    // auto-extension of this Client's locks (KeepAlive, Do, Done)
 	maxTTL atomic.Int64 // the longest TTL used, in ns: the default restart-guard window
 }
@@ -209,7 +211,7 @@ func build(nodes []*node, cfg config) *Client {
 			}
 		}
 	}
-	c := &Client{nodes: nodes, cfg: cfg, done: make(chan struct{})}
+	c := &Client{nodes: nodes, cfg: cfg, done: make(chan struct{}), wid: fmt.Sprintf("%08x", mathrand.Uint32())}
 	for _, n := range nodes {
 		// The restart guard checks run_id on every connection a pool that
 		// Dial created establishes (guard.go).

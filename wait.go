@@ -6,6 +6,7 @@ import (
 	"fmt"
 	mathrand "math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -57,6 +58,7 @@ type waiter struct {
 	id   string        // random; names the call's entries
 	rank int64         // when the call began, in µs since the Unix epoch (exact in a sorted set's double)
 	turn chan struct{} // closed when the call becomes the head of its Client's queue for the key
+	kick chan struct{} // buffered 1: the lock it waits behind (behind) is being released by this Client
 
 	// Set when the previous head registered this call behind itself in the
 	// nodes' queues (guarded by keyQueue.mu): lined is that acquire, behind
@@ -65,8 +67,11 @@ type waiter struct {
 	behind *miss
 }
 
-func newWaiter(now time.Time) *waiter {
-	return &waiter{id: fmt.Sprintf("%016x", mathrand.Uint64()), rank: now.UnixMicro(), turn: make(chan struct{})}
+// newWaiter returns a call's place, its id made of the Client's prefix and
+// a random part.
+func newWaiter(prefix string, now time.Time) *waiter {
+	return &waiter{id: fmt.Sprintf("%s%08x", prefix, mathrand.Uint32()), rank: now.UnixMicro(),
+		turn: make(chan struct{}), kick: make(chan struct{}, 1)}
 }
 
 // ident is w's id, "" for TryLock (w == nil).
@@ -180,7 +185,7 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 	}
 	ttl = wireTTL(ttl)
 	name := c.cfg.keyPrefix + key
-	wt := newWaiter(c.cfg.clock.Now()) // ranked by when the call began, also against other Clients
+	wt := newWaiter(c.wid, c.cfg.clock.Now()) // ranked by when the call began, also against other Clients
 	slot, lined, err := c.queue.enter(ctx, c.done, name, wt)
 	if err != nil {
 		if lined != nil { // registered behind a head that has gone on
@@ -201,13 +206,18 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 	splits := 0
 	for {
 		if m != nil && w != nil {
-			if werr := c.waitRelease(ctx, w, wt, m, splits); werr != nil {
+			if werr := c.waitRelease(ctx, slot, w, wt, m, splits); werr != nil {
 				c.leaveQueue(ctx, name, wt, m, ttl)
 				return nil, fmt.Errorf("%w: %q: %w", ErrNotObtained, key, werr)
 			}
 		}
 		if w != nil {
-			w.take() // the attempt sees the effect of what was announced so far
+			// The attempt sees the effect of what was announced so far.
+			c.queue.heard(slot, c.wid, w.take())
+		}
+		select {
+		case <-wt.kick: // likewise
+		default:
 		}
 		// While we wait anyway, our attempts register the next call of our
 		// queue behind us on the nodes, sparing it an attempt of its own.
@@ -247,7 +257,7 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 		} else {
 			splits = 0
 		}
-		if werr := c.waitRelease(ctx, w, wt, m, splits); werr != nil {
+		if werr := c.waitRelease(ctx, slot, w, wt, m, splits); werr != nil {
 			c.leaveQueue(ctx, name, wt, m, ttl)
 			return nil, &opError{msg: err.Error() + ": " + werr.Error(), causes: []error{err, werr}}
 		}
@@ -296,7 +306,7 @@ func sleep(ctx context.Context, closed <-chan struct{}, d time.Duration) error {
 // hold the released key; nodes that do not announce it (failed, or never
 // granted it) cost at most SplitBackoff. It returns ctx's error or ErrClosed
 // when it gives up.
-func (c *Client) waitRelease(ctx context.Context, w *watch, wt *waiter, m *miss, splits int) error {
+func (c *Client) waitRelease(ctx context.Context, slot *keySlot, w *watch, wt *waiter, m *miss, splits int) error {
 	var d time.Duration
 	switch {
 	case m.split:
@@ -345,8 +355,15 @@ func (c *Client) waitRelease(ctx context.Context, w *watch, wt *waiter, m *miss,
 			return ctx.Err()
 		case <-c.done:
 			return ErrClosed
+		case <-wt.kick:
+			// This Client's Unlock of the lock we wait behind has queued
+			// its releases on the pipelined connections: our attempt,
+			// queued behind them, reaches every node after the release.
+			return nil
 		case <-w.signal:
-			for _, a := range w.take() {
+			notices := w.take()
+			c.queue.heard(slot, c.wid, notices)
+			for _, a := range notices {
 				if a.token == m.winner {
 					current = true
 				}
@@ -377,6 +394,11 @@ type keyQueue struct {
 type keySlot struct {
 	line []*waiter // the calls waiting for the key, the head first; guarded by keyQueue.mu
 	w    *watch    // the subscription, once a head needed it; guarded by keyQueue.mu
+	// othersAt is when an announcement last named a waiter of another
+	// Client as next (guarded by keyQueue.mu): for a while after that, a
+	// release by this Client does not kick its next call, which would most
+	// likely find the key kept for that other waiter (see kick).
+	othersAt time.Time
 }
 
 // enter queues the call wt and waits for its turn; leave must follow. When
@@ -391,6 +413,12 @@ func (q *keyQueue) enter(ctx context.Context, closed <-chan struct{}, name strin
 	if s == nil {
 		s = &keySlot{}
 		q.m[name] = s
+	}
+	if len(s.line) > 0 {
+		// Ranks must grow along the line: a call registered behind the
+		// head (queue_behind) must never rank before it on the nodes, or
+		// the nodes would keep the key for a call that waits for the head.
+		wt.rank = max(wt.rank, s.line[len(s.line)-1].rank+1)
 	}
 	s.line = append(s.line, wt)
 	if len(s.line) == 1 {
@@ -453,6 +481,40 @@ func (q *keyQueue) line(wt *waiter, acq *fanout, behind *miss) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	wt.lined, wt.behind = acq, behind
+}
+
+// kick tells the head of name's queue, if it waits behind the lock whose
+// token is being released, that the release has been queued on the nodes'
+// connections, so that it may queue its attempt right behind.
+func (q *keyQueue) kick(name, token string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s := q.m[name]
+	if s == nil || len(s.line) == 0 {
+		return
+	}
+	if h := s.line[0]; time.Since(s.othersAt) > othersWindow && h.behind != nil && h.behind.winner == token {
+		select {
+		case h.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// othersWindow is how long after another Client's waiter was named a
+// release does not kick this Client's next call.
+const othersWindow = time.Second
+
+// heard records who the nodes named next in announcements: a waiter of
+// another Client, unless its id has this Client's prefix.
+func (q *keyQueue) heard(s *keySlot, prefix string, notices []notice) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, n := range notices {
+		if n.next != "" && !strings.HasPrefix(n.next, prefix) {
+			s.othersAt = time.Now()
+		}
+	}
 }
 
 // behind returns what the head wt waits for before its first attempt, or nil.
