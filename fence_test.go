@@ -237,7 +237,7 @@ func TestSimNodeMatchesRedis(t *testing.T) {
 			case 5:
 				script, args = extendScript, []interface{}{1, key, tok, ttl}
 			case 6:
-				script, args = releaseScript, []interface{}{key, waitersKey(key), waitExpiryKey(key), tok, releaseChannel(key), ""}
+				script, args = releaseScript, []interface{}{key, waitersKey(key), waitExpiryKey(key), tok, releaseChannel(key), "", "", 0}
 			case 7:
 				v := []string{"7", "7000000000000000", "garbage"}[rng.IntN(3)]
 				_, err := conn.Do("SET", ck, v)

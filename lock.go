@@ -353,13 +353,17 @@ func (l *Lock) Unlock(ctx context.Context) error {
 
 	ctx = context.WithoutCancel(ctx)
 	start := c.cfg.clock.Now()
-	f := c.release(ctx, l.acq, l.name, l.token, l.waiter, c.cfg.nodeTimeoutFor(l.ttl))
+	// With the pipelined transport, the next Lock call of this Client
+	// waiting behind this lock may inherit it: the release hands it the
+	// key, and once the releases are queued on the connections (when
+	// release returns) it queues its attempt right behind them.
+	heir := ""
 	if !c.cfg.noPipeline {
-		// The releases are queued on the pipelined connections (those of
-		// nodes that answered the acquire): the next Lock call of this
-		// Client for the key may queue its attempt right behind them, a
-		// handoff in one round trip instead of two.
-		c.queue.kick(l.name, l.token)
+		heir = c.queue.heir(l.name, l.token)
+	}
+	f := c.release(ctx, l.acq, l.name, l.token, l.waiter, heir, c.cfg.nodeTimeoutFor(l.ttl))
+	if heir != "" {
+		c.queue.kick(l.name, heir)
 	}
 	t, votes := f.collect(tally.held)
 	// Returning at the quorum would leave the other nodes that granted us

@@ -22,6 +22,7 @@ func TestQueueScripts(t *testing.T) {
 	s := redistest.Start(t, 1)[0]
 	const key = "q"
 	wq, wx := waitersKey(key), waitExpiryKey(key)
+	var releaseTo func(tok, id, heir string) int64
 	acquire := func(tok, id string, rank, maxWait, grace int64) []interface{} {
 		t.Helper()
 		args := append([]interface{}{acquireScript.src, 3, key, wq, wx}, tok, 10000, id, rank, maxWait, grace, "", 0)
@@ -31,7 +32,11 @@ func TestQueueScripts(t *testing.T) {
 	}
 	release := func(tok, id string) int64 {
 		t.Helper()
-		args := append([]interface{}{releaseScript.src, 3, key, wq, wx}, tok, releaseChannel(key), id)
+		return releaseTo(tok, id, "")
+	}
+	releaseTo = func(tok, id, heir string) int64 {
+		t.Helper()
+		args := append([]interface{}{releaseScript.src, 3, key, wq, wx}, tok, releaseChannel(key), id, heir, 200)
 		n, err := redis.Int64(s.Do("EVAL", args...))
 		require.NoError(t, err)
 		return n
@@ -88,11 +93,11 @@ func TestQueueScripts(t *testing.T) {
 	assert.Equal(t, []string{"b"}, members(), "and leaves the queue")
 
 	assert.Equal(t, int64(1), release("ta", "a"))
-	assert.Equal(t, "ta b", announced(), "the release names the next waiter")
+	assert.Equal(t, "ta b ", announced(), "the release names the next waiter")
 	assert.Equal(t, []interface{}{int64(1)}, acquire("tb", "b", 200, 1000, 100))
 	assert.Empty(t, members())
 	assert.Equal(t, int64(1), release("tb", "b"))
-	assert.Equal(t, "tb ", announced(), "nobody waits: anyone may try")
+	assert.Equal(t, "tb  ", announced(), "nobody waits: anyone may try")
 	exists, err := redis.Int64(s.Do("EXISTS", wq, wx))
 	require.NoError(t, err)
 	assert.Zero(t, exists, "an empty queue leaves no keys")
@@ -110,7 +115,7 @@ func TestQueueScripts(t *testing.T) {
 	assert.Equal(t, []interface{}{int64(1)}, acquire("tx", "", 0, 1000, 100), "the expired entry no longer counts")
 	assert.Empty(t, members())
 	assert.Equal(t, int64(1), release("tx", ""))
-	assert.Equal(t, "tx ", announced())
+	assert.Equal(t, "tx  ", announced())
 
 	// A waiter that gives up on a free key kept for it announces, naming
 	// the next one; keeping one's place (id '') changes nothing.
@@ -123,8 +128,28 @@ func TestQueueScripts(t *testing.T) {
 	assert.Equal(t, int64(0), release("t1", ""))
 	assert.Equal(t, []string{"w1", "w2"}, members())
 	assert.Equal(t, int64(0), release("t1", "w1"))
-	assert.Equal(t, "w1 w2", announced())
+	assert.Equal(t, "w1 w2 ", announced())
 	assert.Equal(t, []string{"w2"}, members())
+
+	// A release with an heir hands it the key ahead of the queue, for its
+	// grace only.
+	assert.Equal(t, []interface{}{int64(1)}, acquire("t2", "w2", 20, 1000, 100))
+	refusal(acquire("t3", "w3", 30, 1000, 100))
+	assert.Equal(t, int64(1), releaseTo("t2", "w2", "heir"))
+	assert.Equal(t, "t2 heir w3", announced(), "the heir is named next")
+	_, h = refusal(acquire("t3", "w3", 30, 1000, 100))
+	assert.Equal(t, "", h, "the key is kept for the heir")
+	assert.Equal(t, []interface{}{int64(1)}, acquire("th", "heir", 40, 1000, 100), "the heir takes it despite its rank")
+	assert.Equal(t, int64(1), release("th", "heir"))
+	assert.Equal(t, "th w3 ", announced())
+	assert.Equal(t, []interface{}{int64(1)}, acquire("t3", "w3", 30, 1000, 100), "then the queue's order resumes")
+	assert.Equal(t, int64(1), releaseTo("t3", "w3", "ghost-heir"))
+	assert.Equal(t, "t3 ghost-heir ", announced())
+	_, h = refusal(acquire("t5", "", 0, 1000, 100))
+	assert.Equal(t, "", h, "kept for the heir")
+	time.Sleep(250 * time.Millisecond) // the heir's 200 ms grace
+	assert.Equal(t, []interface{}{int64(1)}, acquire("t5", "", 0, 1000, 100), "an heir that never came expires")
+	assert.Empty(t, members())
 }
 
 // Waiting Lock calls of different Clients get the lock in the order they

@@ -385,7 +385,7 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration, w, 
 	}
 	// A miss: release everywhere our key may be (step 5), under a context
 	// the caller cannot cancel. A waiting Lock keeps its place in the queue.
-	rel := c.release(context.WithoutCancel(ctx), acq, name, token, "", timeout)
+	rel := c.release(context.WithoutCancel(ctx), acq, name, token, "", "", timeout)
 	rel.awaitAnswered(acq, answered)
 	// What waiting needs to know comes from the acquire, with every answer
 	// that has arrived by now: the decision often falls on the refusals alone,
@@ -423,9 +423,12 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration, w, 
 // (acq) has settled. With waiter set (the id of the Lock call that made the
 // acquire), it also removes that call from the node's queue of waiters;
 // without, it skips nodes where the acquire was refused: our token was never
-// written there.
-func (c *Client) release(ctx context.Context, acq *fanout, name, token, waiter string, timeout time.Duration) *fanout {
-	return c.start(ctx, timeout, acq, &releaseOp{releaseScript.args(name, waitersKey(name), waitExpiryKey(name), token, releaseChannel(name), waiter), waiter != ""})
+// written there. With heir set, the nodes that release hand the key to that
+// waiting call of this Client ahead of their queue (keyQueue.heir).
+func (c *Client) release(ctx context.Context, acq *fanout, name, token, leaving, heir string, timeout time.Duration) *fanout {
+	_, _, grace := (*waiter)(nil).args(timeout)
+	args := releaseScript.args(name, waitersKey(name), waitExpiryKey(name), token, releaseChannel(name), leaving, heir, grace)
+	return c.start(ctx, timeout, acq, &releaseOp{args, leaving != ""})
 }
 
 // releaseOp is the node operation of a release.

@@ -31,6 +31,16 @@ const (
 	// that one contender soon gets ahead of the others.
 	SplitBackoff    = 2 * time.Millisecond
 	MaxSplitBackoff = 128 * time.Millisecond
+
+	// MaxHandoffsInClient is how many times in a row a Client hands a lock
+	// from one of its Lock calls to the next while other Clients wait, each
+	// call at most once (calls that were queued when the streak began).
+	// Such a handoff costs one round trip (the next attempt goes out right
+	// behind the release, on the same connections) instead of two (a
+	// release, then the named waiter's attempt), and no process switch; the
+	// bound keeps other Clients' waiters from waiting more than that many
+	// handoffs per Client ahead of them.
+	MaxHandoffsInClient = 8
 )
 
 // WaitersKeySuffix and WaitExpiryKeySuffix are appended to a lock's Redis
@@ -276,7 +286,7 @@ func (c *Client) leaveQueue(ctx context.Context, name string, w *waiter, m *miss
 		return // no attempt registered it, or the Client is closed: the entries expire
 	}
 	defer c.wg.Done()
-	rel := c.release(context.WithoutCancel(ctx), m.acq, name, m.token, w.id, c.cfg.nodeTimeoutFor(ttl))
+	rel := c.release(context.WithoutCancel(ctx), m.acq, name, m.token, w.id, "", c.cfg.nodeTimeoutFor(ttl))
 	rel.awaitAnswered(m.acq, answered)
 }
 
@@ -395,10 +405,12 @@ type keySlot struct {
 	line []*waiter // the calls waiting for the key, the head first; guarded by keyQueue.mu
 	w    *watch    // the subscription, once a head needed it; guarded by keyQueue.mu
 	// othersAt is when an announcement last named a waiter of another
-	// Client as next (guarded by keyQueue.mu): for a while after that, a
-	// release by this Client does not kick its next call, which would most
-	// likely find the key kept for that other waiter (see kick).
+	// Client, streak how many heirs in a row this Client has had since, and
+	// streakTo the rank of the last call queued when the streak began
+	// (guarded by keyQueue.mu; see heir).
 	othersAt time.Time
+	streak   int
+	streakTo int64
 }
 
 // enter queues the call wt and waits for its turn; leave must follow. When
@@ -483,35 +495,63 @@ func (q *keyQueue) line(wt *waiter, acq *fanout, behind *miss) {
 	wt.lined, wt.behind = acq, behind
 }
 
-// kick tells the head of name's queue, if it waits behind the lock whose
-// token is being released, that the release has been queued on the nodes'
-// connections, so that it may queue its attempt right behind.
-func (q *keyQueue) kick(name, token string) {
+// heir returns the id of the head of name's queue if it waits behind the
+// lock whose token is about to be released and may inherit it: the release
+// then hands it the key ahead of the nodes' queues, and kick sends it to
+// try right behind the release. While other Clients wait (an announcement
+// named one of their waiters within othersWindow), at most
+// MaxHandoffsInClient heirs in a row, and only calls that were queued when
+// the streak began (a call that comes back for the lock does not lap
+// others' waiters): then the release goes to the queue's order.
+func (q *keyQueue) heir(name, token string) string {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	s := q.m[name]
 	if s == nil || len(s.line) == 0 {
-		return
+		return ""
 	}
-	if h := s.line[0]; time.Since(s.othersAt) > othersWindow && h.behind != nil && h.behind.winner == token {
+	h := s.line[0]
+	if h.behind == nil || h.behind.winner != token {
+		return ""
+	}
+	if time.Since(s.othersAt) <= othersWindow {
+		if s.streak == 0 {
+			s.streakTo = s.line[len(s.line)-1].rank
+		}
+		if s.streak >= MaxHandoffsInClient || h.rank > s.streakTo {
+			s.streak = 0
+			return ""
+		}
+		s.streak++
+	}
+	return h.id
+}
+
+// kick tells the head of name's queue, if it is the heir id, that the
+// release has been queued on the nodes' connections, so that it may queue
+// its attempt right behind.
+func (q *keyQueue) kick(name, id string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if s := q.m[name]; s != nil && len(s.line) > 0 && s.line[0].id == id {
 		select {
-		case h.kick <- struct{}{}:
+		case s.line[0].kick <- struct{}{}:
 		default:
 		}
 	}
 }
 
-// othersWindow is how long after another Client's waiter was named a
-// release does not kick this Client's next call.
+// othersWindow is how long after another Client's waiter was named this
+// Client counts as competing with others for the key (see heir).
 const othersWindow = time.Second
 
-// heard records who the nodes named next in announcements: a waiter of
-// another Client, unless its id has this Client's prefix.
+// heard records, from announcements, whether waiters of other Clients wait:
+// named next, or behind the next one, with ids of another prefix.
 func (q *keyQueue) heard(s *keySlot, prefix string, notices []notice) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for _, n := range notices {
-		if n.next != "" && !strings.HasPrefix(n.next, prefix) {
+		if (n.next != "" && !strings.HasPrefix(n.next, prefix)) || (n.other != "" && !strings.HasPrefix(n.other, prefix)) {
 			s.othersAt = time.Now()
 		}
 	}

@@ -138,9 +138,10 @@ func (s *nodeSub) closeIdle() {
 }
 
 // notice is one node's announcement: a released token (or the id of a
-// waiter that left the queue of a free key) and the waiter the node names
-// as next ("" if none waits there).
-type notice struct{ token, next string }
+// waiter that left the queue of a free key), the waiter the node names as
+// next ("" if none waits there), and the first waiter after it of another
+// Client ("" if none).
+type notice struct{ token, next, other string }
 
 // maxPending bounds the announcements a watch keeps for its waiter; a waiter
 // takes them each time it waits, so only a long attempt lets them pile up,
@@ -296,8 +297,9 @@ func (s *nodeSub) read(ctx context.Context, psc *redis.PubSubConn) bool {
 		switch m := psc.ReceiveContext(ctx).(type) {
 		case redis.Message:
 			got = true
-			token, next, _ := strings.Cut(string(m.Data), " ")
-			s.h.dispatch(m.Channel, notice{token: token, next: next})
+			token, rest, _ := strings.Cut(string(m.Data), " ")
+			next, other, _ := strings.Cut(rest, " ")
+			s.h.dispatch(m.Channel, notice{token: token, next: next, other: other})
 		case redis.Subscription:
 			got = true
 			if m.Kind == "subscribe" {

@@ -24,13 +24,22 @@ local function queue_prune(q, qx)
   return now
 end
 
--- queue_next returns the id of the first live waiter in q, or ''.
+-- queue_next returns the id of the first live waiter in q, or '', and the
+-- first one after it of another Client (whose id starts with another
+-- 8-character prefix), or ''.
 local function queue_next(q, qx)
   if redis.call('EXISTS', q) == 0 then
-    return ''
+    return '', ''
   end
   queue_prune(q, qx)
-  return redis.call('ZRANGE', q, 0, 0)[1] or ''
+  local ids = redis.call('ZRANGE', q, 0, 7)
+  local first = ids[1] or ''
+  for i = 2, #ids do
+    if string.sub(ids[i], 1, 8) ~= string.sub(first, 1, 8) then
+      return first, ids[i]
+    end
+  end
+  return first, ''
 end
 
 -- queue_keep sets the expiry of waiter id's entry (already in q): it lives
@@ -71,7 +80,7 @@ local function queue_turn(lock, q, qx, v, id, rank, cap, grace)
   if id == '' then
     first = redis.call('ZCARD', q) == 0
   else
-    redis.call('ZADD', q, rank, id)
+    redis.call('ZADD', q, 'LT', rank, id)
     first = redis.call('ZRANK', q, id) == 0
   end
   if v == false and first then
@@ -101,7 +110,7 @@ end
 local function queue_behind(q, qx, id, rank, wait, cap, grace)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZADD', q, rank, id)
+  redis.call('ZADD', q, 'LT', rank, id)
   queue_keep(q, qx, id, now, wait, cap, grace)
 end
 

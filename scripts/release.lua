@@ -1,16 +1,22 @@
 -- Release: delete the key only if it still holds our token, leave the queue
--- of waiters (queue.lua, prepended), and announce.
+-- of waiters (queue.lua, prepended), hand the key to an heir if asked, and
+-- announce.
 -- KEYS[1]  the lock key
 -- KEYS[2]  the key's queue of waiters, KEYS[3] their expiries
 -- ARGV[1]  our token
 -- ARGV[2]  the release channel of the key
 -- ARGV[3]  our waiter id, or '' to keep our place in the queue (the cleanup
 --          after a missed attempt of a Lock that goes on waiting)
+-- ARGV[4]  the heir: the id of our Client's next waiting call, to which we
+--          hand the key ahead of the queue ('' for none), ARGV[5] its grace
+--          in ms: it is about to try, right behind this release
 -- Reply: 1 if our key was deleted, 0 if the key was absent or held another token.
--- The announcement, "<token> <next>", wakes the waiter named next: the first
--- live one in the queue ('' if none: anyone may try). A waiter that leaves
--- the queue of a free key announces too ("<id> <next>"), since the key may
--- have been reserved for it. PUBLISH goes through pcall: a node whose ACL
+-- The announcement, "<token> <next> <other>", wakes the waiter named next:
+-- the first live one in the queue ('' if none: anyone may try); other is the
+-- first waiter after it of another Client ('' if none), which tells a Client
+-- handing the lock to its own calls that others wait (wait.go). A waiter
+-- that leaves the queue of a free key announces too ("<id> <next> <other>"),
+-- since the key may have been kept for it. PUBLISH goes through pcall: a node whose ACL
 -- forbids the channel must still report the release it did, since a
 -- script's writes are not rolled back by a later error.
 local r = 0
@@ -24,8 +30,18 @@ if ARGV[3] ~= '' and redis.call('ZREM', KEYS[2], ARGV[3]) == 1 then
   left = redis.call('EXISTS', KEYS[1]) == 0
 end
 if r == 1 then
-  redis.pcall('PUBLISH', ARGV[2], ARGV[1] .. ' ' .. queue_next(KEYS[2], KEYS[3]))
+  if ARGV[4] ~= '' then
+    -- The heir goes first (rank 0) for as long as its attempt may take;
+    -- the entry then expires, or its attempt takes the key and removes it.
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    redis.call('ZADD', KEYS[2], 0, ARGV[4])
+    queue_keep(KEYS[2], KEYS[3], ARGV[4], now, 0, ARGV[5], ARGV[5])
+  end
+  local next, other = queue_next(KEYS[2], KEYS[3])
+  redis.pcall('PUBLISH', ARGV[2], ARGV[1] .. ' ' .. next .. ' ' .. other)
 elseif left then
-  redis.pcall('PUBLISH', ARGV[2], ARGV[3] .. ' ' .. queue_next(KEYS[2], KEYS[3]))
+  local next, other = queue_next(KEYS[2], KEYS[3])
+  redis.pcall('PUBLISH', ARGV[2], ARGV[3] .. ' ' .. next .. ' ' .. other)
 end
 return r
