@@ -382,3 +382,55 @@ func TestLocalQueueRanksGrow(t *testing.T) {
 	q.leave("k", s, third)
 	assert.Empty(t, q.m, "the last call leaves nothing behind")
 }
+
+// A Client hands the lock to its own next call ahead of the nodes' queue
+// (one round trip instead of two), but boundedly: while another Client
+// waits, each of its calls at most once per streak, so a worker that comes
+// back for the lock never laps the other Client's waiter. Here three
+// workers of one Client against one of another: without that bound the
+// three took turns MaxHandoffsInClient (8) times in a row.
+func TestHandoffsInClientDoNotLap(t *testing.T) {
+	servers, _ := cluster(t, 5)
+	a, b := dial(t, servers, WithNodeTimeout(time.Second)), dial(t, servers, WithNodeTimeout(time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var order []byte
+	var wg sync.WaitGroup
+	run := func(c *Client, who byte) {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			l, err := c.Lock(ctx, "k", 10*time.Second)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			order = append(order, who)
+			mu.Unlock()
+			_ = l.Unlock(context.Background())
+		}
+	}
+	for range 3 {
+		wg.Add(1)
+		go run(a, 'a')
+	}
+	wg.Add(1)
+	go run(b, 'b')
+	wg.Wait()
+	longest, cur, bs := 0, 0, 0
+	for _, who := range order {
+		if who == 'a' {
+			cur++
+			longest = max(longest, cur)
+		} else {
+			cur = 0
+			bs++
+		}
+	}
+	t.Logf("%d grants, %d to b; longest run of a: %d", len(order), bs, longest)
+	assert.Greater(t, bs, 10, "b keeps getting the lock")
+	// About the three calls queued when a's streak began plus those queued
+	// before b came back (ranked before it): 5 to 7 measured; 16 to 34
+	// without the rule.
+	assert.LessOrEqual(t, longest, 9, "a's workers lapped b's waiter: %s", order)
+}
