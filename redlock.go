@@ -421,8 +421,11 @@ func (c *Client) release(ctx context.Context, acq *fanout, name, token string, t
 // releaseOp is the node operation of a release.
 type releaseOp struct{ args []interface{} }
 
+// queuesBehind: a release may be queued behind its acquire (behindOp).
+func (o *releaseOp) queuesBehind() {}
+
 func (o *releaseOp) prepare(_ int, prior *result) (*script, []interface{}, result, bool) {
-	if prior.vote == voteNo {
+	if prior != nil && prior.vote == voteNo {
 		return nil, nil, result{vote: voteNo}, false
 	}
 	return releaseScript, o.args, result{}, true
