@@ -150,7 +150,7 @@ func TestCancelledBeforeStart(t *testing.T) {
 }
 
 // TestAllocsPerCycle pins the allocations of one TryLock+Unlock cycle on 5
-// nodes (measured: 38; the hand-written redigo fan-out in bench/ makes 79,
+// nodes (measured: 37; the hand-written redigo fan-out in bench/ makes 79,
 // and the target is at most 1.2 times that). Allocations of the
 // connections' reader goroutines are counted too.
 func TestAllocsPerCycle(t *testing.T) {
