@@ -17,9 +17,12 @@ import (
 // connection at the earliest deadline), so no timer or context is needed per
 // node. A node takes the blocking path instead, on a goroutine of its own
 // under a per-node timeout context, when the command cannot be queued
-// without I/O first: first contact or a restart re-check is due (Client.ready),
-// the connection is not up, or the transport is not pipelined (WithPipelining(false),
-// test fakes). Both paths end in fanout.finish.
+// without I/O first: first contact or a restart re-check is due
+// (Client.ready), the connection is not up, or the transport is not
+// pipelined (WithPipelining(false), test fakes). Both paths end in fanout.finish. An operation that follows
+// another on each node (a release after its acquire) starts on a node once
+// the prior result is in there, or, if it is a behindOp, at once, queued
+// behind the prior command on the same connection.
 
 // result is one node's outcome in a fan-out.
 type result struct {
@@ -45,6 +48,17 @@ type nodeOp interface {
 	// parse classifies node i's reply to what prepare sent. It may run on
 	// a connection's reader goroutine: it must not block.
 	parse(i int, reply interface{}) result
+}
+
+// behindOp is a nodeOp that start may send to a node before the result of
+// the fan-out it follows is known there, queued right behind that fan-out's
+// command on the same connection, which Redis runs in order: its outcome
+// does not depend on the prior vote (a release of a key the acquire did not
+// get answers 0, the vote that not sending it would give). prepare then
+// receives a nil prior.
+type behindOp interface {
+	nodeOp
+	queuesBehind()
 }
 
 // dependentOp is a nodeOp that may be prepared for node i only once other
@@ -86,9 +100,18 @@ type slot struct {
 	// Guarded by f.mu.
 	done      bool
 	slow      bool          // on the blocking path: its goroutine finishes it, cancellation does not
+	queued    bool          // its command is queued on pipe (possibly already answered)
 	wake      chan struct{} // made by a goroutine waiting for this result (wait), closed by finish
 	followers *slot         // slots of later fan-outs that start once this result is in (start's after)
-	link      *slot         // the next slot in the followers list this slot belongs to
+	behind    *slot         // slots of later fan-outs whose commands were queued behind this one's
+	link      *slot         // the next slot in the followers or behind list this slot belongs to
+
+	// For a slot queued behind a prior slot (behindOp): the prior, and,
+	// guarded by the prior's f.mu, whether the prior's command was sent
+	// again (EVAL after NOSCRIPT) after this one's, which must then be sent
+	// again too, behind it.
+	ahead  *slot
+	repeat bool
 
 	// The command queued on a pipelined connection, written before it is
 	// queued and read by that connection's reader.
@@ -102,8 +125,9 @@ type slot struct {
 
 // start sends op to every node, each under its own timeout. If after is not
 // nil, node i's op starts only once after's result on node i is in, and
-// receives it: a release or an extension must not overtake an acquire still
-// in flight on the same node, or the late acquire would leave a key behind.
+// receives it, or (a behindOp) is queued right behind after's command on
+// node i's connection: a release must not overtake an acquire still in
+// flight on the same node, or the late acquire would leave a key behind.
 // Nodes in flight belong to the Client (Close waits for them); each ends
 // within its timeouts, so returning early leaks nothing.
 //
@@ -143,21 +167,61 @@ func (c *Client) start(ctx context.Context, timeout time.Duration, after *fanout
 	return f
 }
 
-// follow launches s once node i's result in f is in: at once if it is.
+// follow launches s once node i's result in f is in: at once if it is, or,
+// for a behindOp, queued behind f's command on node i's connection if it
+// is still waiting for its reply there.
 func (f *fanout) follow(i int, s *slot) {
 	p := &f.slots[i]
 	f.mu.Lock()
 	if !p.done {
+		if _, ok := s.f.op.(behindOp); ok && p.queued && s.queueBehind(p) {
+			f.mu.Unlock()
+			return
+		}
 		last := &p.followers
 		for *last != nil {
 			last = &(*last).link
 		}
-		*last = s
+		*last, s.link = s, nil
 		f.mu.Unlock()
 		return
 	}
 	f.mu.Unlock()
 	s.launch(&f.results[i])
+}
+
+// queueBehind sends the slot's command on the connection where its prior
+// slot p's command awaits a reply, right behind it, and reports whether it
+// did; if not (the connection died, the node needs I/O first), the slot
+// waits for p's result. The caller holds p.f.mu, so that p cannot finish or
+// be sent again meanwhile.
+func (s *slot) queueBehind(p *slot) bool {
+	f, i := s.f, s.i
+	c, n := f.c, f.c.nodes[i]
+	t, piped := n.t.(*pipeTransport)
+	if !piped || t.live() != p.pipe {
+		return false
+	}
+	if ready, err := c.readyNow(n); !ready || err != nil {
+		return false
+	}
+	sc, args, _, send := f.op.prepare(i, nil)
+	if !send {
+		return false
+	}
+	if f.took != nil {
+		s.t0 = c.cfg.clock.Now()
+	}
+	s.deadline, s.pipe, s.script, s.args, s.ahead = time.Now().Add(f.timeout), p.pipe, sc, args, p
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p.pipe.send(s.deadline, s, "EVALSHA", args) != nil {
+		s.ahead = nil
+		return false
+	}
+	s.queued = true
+	s.link, p.behind = p.behind, s
+	return true
 }
 
 // launch sends the slot's command: queued on the node's pipelined connection
@@ -208,6 +272,7 @@ func (s *slot) launch(prior *result) {
 		return
 	}
 	err = p.send(s.deadline, s, "EVALSHA", args)
+	s.queued = err == nil
 	f.mu.Unlock()
 	if err != nil { // the connection died since live: the blocking path redials
 		s.goSlow(prior, sc, args)
@@ -266,6 +331,24 @@ func (f *fanout) run(ctx context.Context, i int, prior *result, sc *script, args
 // its connection (completer). It runs on the connection's reader.
 func (s *slot) complete(reply interface{}, err error) {
 	f := s.f
+	if p := s.ahead; p != nil {
+		p.f.mu.Lock()
+		repeat := s.repeat
+		s.repeat = false
+		again := repeat && s.resend()
+		p.f.mu.Unlock()
+		if again {
+			return // this reply answered a command that ran before its prior's
+		}
+		if repeat || (err != nil && !isReplyError(err)) {
+			// The connection failed: wait for the prior's outcome (it
+			// failed first, in order) and go again as a follower would,
+			// on a new connection, as if never queued behind it.
+			s.ahead = nil
+			p.f.follow(s.i, s)
+			return
+		}
+	}
 	if err != nil && !s.evalSent && isNoScript(err) && s.resend() {
 		return
 	}
@@ -285,6 +368,9 @@ func (s *slot) complete(reply interface{}, err error) {
 // command was not resent: the connection died, or the node's result is
 // already final (the caller cancelled, and whatever followed the command on
 // the node has been sent since: nothing may overtake it now).
+//
+// The commands queued behind this one are marked to be sent again once
+// their replies come: they ran before this one now will.
 func (s *slot) resend() bool {
 	f := s.f
 	f.mu.Lock()
@@ -295,7 +381,13 @@ func (s *slot) resend() bool {
 	args := slices.Clone(s.args)
 	args[0] = s.script.src
 	s.evalSent = true
-	return s.pipe.send(s.deadline, s, "EVAL", args) == nil
+	if s.pipe.send(s.deadline, s, "EVAL", args) != nil {
+		return false
+	}
+	for b := s.behind; b != nil; b = b.link {
+		b.repeat = true
+	}
+	return true
 }
 
 // classify turns a failed result's error into a *NodeError (see nodeErr);

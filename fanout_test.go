@@ -150,7 +150,7 @@ func TestCancelledBeforeStart(t *testing.T) {
 }
 
 // TestAllocsPerCycle pins the allocations of one TryLock+Unlock cycle on 5
-// nodes (measured: 38; the hand-written redigo fan-out in bench/ makes 79,
+// nodes (measured: 37; the hand-written redigo fan-out in bench/ makes 79,
 // and the target is at most 1.2 times that). Allocations of the
 // connections' reader goroutines are counted too.
 func TestAllocsPerCycle(t *testing.T) {
@@ -175,4 +175,52 @@ func TestAllocsPerCycle(t *testing.T) {
 	require.NoError(t, failed)
 	t.Logf("%.1f allocations per cycle", allocs)
 	assert.LessOrEqual(t, allocs, 60.0)
+}
+
+// A release queued behind an acquire on a node whose scripts were flushed:
+// the acquire's EVALSHA fails with NOSCRIPT and goes again as EVAL, behind
+// the release, which found no key (the release script was loaded). The
+// release must go again too, or the acquire would leave the key behind.
+func TestQueuedReleaseRepeatsAfterNoScript(t *testing.T) {
+	servers, c := cluster(t, 5, WithNodeTimeout(5*time.Second))
+	warm(t, c)
+	ctx := context.Background()
+	s := servers[4]
+	_, err := s.Do("SCRIPT", "FLUSH")
+	require.NoError(t, err)
+	_, err = s.Do("SCRIPT", "LOAD", releaseSrc)
+	require.NoError(t, err)
+	_, err = s.Do("CLIENT", "PAUSE", 1000, "ALL")
+	require.NoError(t, err)
+	l, err := c.TryLock(ctx, "k", 20*time.Second)
+	require.NoError(t, err)
+	require.False(t, l.acq.isDone(4), "the paused node answered")
+	require.NoError(t, l.Unlock(ctx))
+	l.acq.wait(4)
+	require.Equal(t, voteYes, l.acq.results[4].vote, "the acquire went again as EVAL")
+	keyGone(t, servers, "k", 5*time.Second)
+}
+
+// A release queued behind an acquire whose connection dies: once the
+// acquire's failure is in, the release goes again on a new connection
+// instead of failing with the old one.
+func TestQueuedReleaseAfterConnectionDied(t *testing.T) {
+	servers, c := cluster(t, 5, WithNodeTimeout(5*time.Second))
+	warm(t, c)
+	ctx := context.Background()
+	_, err := servers[4].Do("CLIENT", "PAUSE", 1000, "WRITE")
+	require.NoError(t, err)
+	l, err := c.TryLock(ctx, "k", 20*time.Second)
+	require.NoError(t, err)
+	require.False(t, l.acq.isDone(4), "the paused node answered")
+	rel := c.release(ctx, l.acq, l.name, l.token, "", "", 5*time.Second)
+	_, err = servers[4].Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+	require.NoError(t, err)
+	rel.wait(4)
+	assert.Equal(t, voteFail, l.acq.results[4].vote)
+	// The killed client's acquire never ran: the release, sent again
+	// after the pause, finds no key.
+	assert.Equal(t, voteNo, rel.results[4].vote, "release: %v", rel.results[4].err)
+	rel.waitAll()
+	keyGone(t, servers, "k", time.Second)
 }

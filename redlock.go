@@ -437,8 +437,11 @@ type releaseOp struct {
 	dequeue bool // also leave the queue of waiters: send to nodes that refused the acquire too
 }
 
+// queuesBehind: a release may be queued behind its acquire (behindOp).
+func (o *releaseOp) queuesBehind() {}
+
 func (o *releaseOp) prepare(_ int, prior *result) (*script, []interface{}, result, bool) {
-	if prior.vote == voteNo && !o.dequeue {
+	if prior != nil && prior.vote == voteNo && !o.dequeue {
 		return nil, nil, result{vote: voteNo}, false
 	}
 	return releaseScript, o.args, result{}, true
