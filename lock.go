@@ -371,6 +371,9 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	// Unlock could be refused by them: wait for those releases too (a node
 	// that never answered the acquire is not waited for).
 	f.awaitAnswered(l.acq, granted)
+	if l.waiter != "" && f.othersQueued() {
+		c.queue.othersWait(l.name)
+	}
 	now := c.cfg.clock.Now()
 	expired := !now.Before(until)
 	var err error

@@ -448,8 +448,22 @@ func (o *releaseOp) prepare(_ int, prior *result) (*script, []interface{}, resul
 }
 
 func (o *releaseOp) parse(_ int, reply interface{}) result {
+	if n, ok := reply.(int64); ok && n == 2 { // released; other Clients' waiters are queued
+		return result{vote: voteYes, val: 2}
+	}
 	v, err := parseFlag("release", reply)
 	return result{vote: v, err: err}
+}
+
+// othersQueued reports whether a node whose release has arrived said that
+// waiters of other Clients are queued for the key.
+func (f *fanout) othersQueued() bool {
+	for i, v := range f.settled() {
+		if v == voteYes && f.results[i].val == 2 {
+			return true
+		}
+	}
+	return false
 }
 
 // newToken returns 160 random bits from crypto/rand, hex-encoded (the Redis

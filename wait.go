@@ -214,9 +214,11 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 	// other waiter, without an attempt of our own.
 	m := c.queue.behind(wt)
 	splits := 0
+	kicked := false // made heir by this Client's Unlock (errKicked)
 	for {
 		if m != nil && w != nil {
-			if werr := c.waitRelease(ctx, slot, w, wt, m, splits); werr != nil {
+			werr := c.waitRelease(ctx, slot, w, wt, m, splits)
+			if kicked = werr == errKicked; werr != nil && !kicked {
 				c.leaveQueue(ctx, name, wt, m, ttl)
 				return nil, fmt.Errorf("%w: %q: %w", ErrNotObtained, key, werr)
 			}
@@ -262,12 +264,21 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 			m = nil
 			continue
 		}
+		if kicked {
+			// As heir we tried right behind the release, but too few nodes
+			// had run it (its command went another way, on a new
+			// connection): nothing will be announced for that release, so
+			// try again after a short random back-off, as after a split
+			// vote. The nodes keep us first for our grace meanwhile.
+			m.split = true
+		}
 		if m.split {
 			splits++
 		} else {
 			splits = 0
 		}
-		if werr := c.waitRelease(ctx, slot, w, wt, m, splits); werr != nil {
+		werr := c.waitRelease(ctx, slot, w, wt, m, splits)
+		if kicked = werr == errKicked; werr != nil && !kicked {
 			c.leaveQueue(ctx, name, wt, m, ttl)
 			return nil, &opError{msg: err.Error() + ": " + werr.Error(), causes: []error{err, werr}}
 		}
@@ -310,8 +321,8 @@ func sleep(ctx context.Context, closed <-chan struct{}, d time.Duration) error {
 // waitRelease sleeps until it is worth that the waiter wt tries again after
 // the miss m: a random back-off after a split vote; otherwise until a
 // release is announced that names wt as the next waiter (or names nobody:
-// the key is free for anyone) — not before the winner's release, if a
-// winner refused us — or m.wait passes. The release that wakes us is then
+// the key is free for anyone), until this Client's Unlock makes wt the
+// heir of the lock it waits behind (errKicked), or until m.wait passes. The release that wakes us is then
 // awaited from a quorum of nodes, so that we do not try while some still
 // hold the released key; nodes that do not announce it (failed, or never
 // granted it) cost at most SplitBackoff. It returns ctx's error or ErrClosed
@@ -340,9 +351,6 @@ func (c *Client) waitRelease(ctx context.Context, slot *keySlot, w *watch, wt *w
 		}
 	}
 	q := quorum(len(c.nodes))
-	// Before the winner's release, announcements are stale: they were
-	// made before our attempt saw the winner hold the key.
-	current := m.winner == "" || w.released(m.winner) > 0
 	var wake string // the release that wakes us, once announced
 	var settled <-chan time.Time
 	for {
@@ -369,21 +377,22 @@ func (c *Client) waitRelease(ctx context.Context, slot *keySlot, w *watch, wt *w
 			// This Client's Unlock of the lock we wait behind has queued
 			// its releases on the pipelined connections: our attempt,
 			// queued behind them, reaches every node after the release.
-			return nil
+			return errKicked
 		case <-w.signal:
 			notices := w.take()
 			c.queue.heard(slot, c.wid, notices)
 			for _, a := range notices {
-				if a.token == m.winner {
-					current = true
-				}
-				if current && wake == "" && (a.next == "" || a.next == wt.id) {
+				if wake == "" && (a.next == "" || a.next == wt.id) {
 					wake = a.token
 				}
 			}
 		}
 	}
 }
+
+// errKicked is waitRelease's answer when this Client's Unlock made the waiter
+// its heir: try at once.
+var errKicked = errors.New("redlock: kicked by this Client's release")
 
 // jitter returns a random duration in [0, d).
 func jitter(d time.Duration) time.Duration {
@@ -405,7 +414,8 @@ type keySlot struct {
 	line []*waiter // the calls waiting for the key, the head first; guarded by keyQueue.mu
 	w    *watch    // the subscription, once a head needed it; guarded by keyQueue.mu
 	// othersAt is when an announcement last named a waiter of another
-	// Client, streak how many heirs in a row this Client has had since, and
+	// Client, or a release said one is queued, streak how many heirs in a
+	// row this Client has had since, and
 	// streakTo the rank of the last call queued when the streak began
 	// (guarded by keyQueue.mu; see heir).
 	othersAt time.Time
@@ -499,7 +509,8 @@ func (q *keyQueue) line(wt *waiter, acq *fanout, behind *miss) {
 // lock whose token is about to be released and may inherit it: the release
 // then hands it the key ahead of the nodes' queues, and kick sends it to
 // try right behind the release. While other Clients wait (an announcement
-// named one of their waiters within othersWindow), at most
+// named one of their waiters, or a release said one is queued, within
+// othersWindow), at most
 // MaxHandoffsInClient heirs in a row, and only calls that were queued when
 // the streak began (a call that comes back for the lock does not lap
 // others' waiters): then the release goes to the queue's order.
@@ -554,6 +565,16 @@ func (q *keyQueue) heard(s *keySlot, prefix string, notices []notice) {
 		if (n.next != "" && !strings.HasPrefix(n.next, prefix)) || (n.other != "" && !strings.HasPrefix(n.other, prefix)) {
 			s.othersAt = time.Now()
 		}
+	}
+}
+
+// othersWait records that waiters of other Clients are queued for name on
+// the nodes (a release said so).
+func (q *keyQueue) othersWait(name string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if s := q.m[name]; s != nil {
+		s.othersAt = time.Now()
 	}
 }
 

@@ -9,8 +9,11 @@
 --          after a missed attempt of a Lock that goes on waiting)
 -- ARGV[4]  the heir: the id of our Client's next waiting call, to which we
 --          hand the key ahead of the queue ('' for none), ARGV[5] its grace
---          in ms: it is about to try, right behind this release
--- Reply: 1 if our key was deleted, 0 if the key was absent or held another token.
+--          in ms: it is about to try, right behind this release, told by our
+--          Client, so nothing is announced: the other Clients' waiters, and
+--          their processes, need not wake
+-- Reply: 1 if our key was deleted (2 if, besides, waiters of other Clients
+-- are queued: see the end), 0 if the key was absent or held another token.
 -- The announcement, "<token> <next> <other>", wakes the waiter named next:
 -- the first live one in the queue ('' if none: anyone may try); other is the
 -- first waiter after it of another Client ('' if none), which tells a Client
@@ -38,10 +41,26 @@ if r == 1 then
     redis.call('ZADD', KEYS[2], 0, ARGV[4])
     queue_keep(KEYS[2], KEYS[3], ARGV[4], now, 0, ARGV[5], ARGV[5])
   end
-  local next, other = queue_next(KEYS[2], KEYS[3])
-  redis.pcall('PUBLISH', ARGV[2], ARGV[1] .. ' ' .. next .. ' ' .. other)
+  if ARGV[4] == '' then
+    local next, other = queue_next(KEYS[2], KEYS[3])
+    redis.pcall('PUBLISH', ARGV[2], ARGV[1] .. ' ' .. next .. ' ' .. other)
+  end
 elseif left then
   local next, other = queue_next(KEYS[2], KEYS[3])
   redis.pcall('PUBLISH', ARGV[2], ARGV[3] .. ' ' .. next .. ' ' .. other)
+end
+-- Tell a releasing Lock call whether waiters of other Clients are queued
+-- (2 instead of 1): its Client then bounds the handoffs among its own calls
+-- (wait.go), which no announcement would tell it when the key went to an
+-- heir.
+if r == 1 and ARGV[3] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then
+  local mine = string.sub(ARGV[3], 1, 8)
+  queue_prune(KEYS[2], KEYS[3])
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, 7)) do
+    if string.sub(id, 1, 8) ~= mine then
+      r = 2
+      break
+    end
+  end
 end
 return r
