@@ -120,15 +120,18 @@ type floor struct {
 func newFloor(addrs []string) (*floor, error) {
 	_, file, _, _ := runtime.Caller(0)
 	dir := filepath.Join(filepath.Dir(file), "..", "scripts")
-	acq, err := os.ReadFile(filepath.Join(dir, "acquire.lua"))
-	if err != nil {
-		return nil, err
+	var src [3][]byte
+	for i, name := range []string{"queue.lua", "acquire.lua", "release.lua"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		src[i] = b
 	}
-	rel, err := os.ReadFile(filepath.Join(dir, "release.lua"))
-	if err != nil {
-		return nil, err
-	}
-	f := &floor{acquire: redis.NewScript(1, string(acq)), release: redis.NewScript(1, string(rel))}
+	// As the library does (scripts.go), the queue's functions come first;
+	// the scripts take the lock key and the key's two queue sets.
+	queue := string(src[0])
+	f := &floor{acquire: redis.NewScript(3, queue+string(src[1])), release: redis.NewScript(3, queue+string(src[2]))}
 	for _, a := range addrs {
 		f.pools = append(f.pools, newPool(a))
 	}
@@ -166,8 +169,11 @@ func (f *floor) fanout(s *redis.Script, args ...interface{}) bool {
 
 func (f *floor) cycle(_ context.Context, key string) bool {
 	token := fmt.Sprintf("%040x", time.Now().UnixNano())
-	ok := f.fanout(f.acquire, key, token, ttl.Milliseconds())
-	f.fanout(f.release, key, token, "redlock:released:"+key)
+	q, qx := key+":waiters", key+":waiters:expiry"
+	// The arguments of a TryLock: no waiter, nothing queued behind (the
+	// cap and grace are not used then).
+	ok := f.fanout(f.acquire, key, q, qx, token, ttl.Milliseconds(), "", 0, 5000, 528, "", 0)
+	f.fanout(f.release, key, q, qx, token, "redlock:released:"+key, "", "", 528)
 	return ok
 }
 
