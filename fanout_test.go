@@ -92,15 +92,9 @@ func TestReleaseFollowsAcquireInFlight(t *testing.T) {
 // new connection. (CLIENT PAUSE WRITE holds the acquire in the server while
 // CLIENT KILL closes the connection.)
 func TestReleaseAfterConnectionDied(t *testing.T) {
-	servers, c := cluster(t, 5, WithNodeTimeout(5*time.Second))
-	warm(t, c)
+	servers, c, l := lockWithHeldAcquire(t)
 	ctx := context.Background()
-	_, err := servers[4].Do("CLIENT", "PAUSE", 1000, "WRITE")
-	require.NoError(t, err)
-	l, err := c.TryLock(ctx, "k", 20*time.Second)
-	require.NoError(t, err)
-	require.False(t, l.acq.isDone(4), "the paused node answered")
-	_, err = servers[4].Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+	_, err := servers[4].Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
 	require.NoError(t, err)
 	l.acq.wait(4)
 	require.Equal(t, voteFail, l.acq.results[4].vote)
@@ -205,16 +199,10 @@ func TestQueuedReleaseRepeatsAfterNoScript(t *testing.T) {
 // acquire's failure is in, the release goes again on a new connection
 // instead of failing with the old one.
 func TestQueuedReleaseAfterConnectionDied(t *testing.T) {
-	servers, c := cluster(t, 5, WithNodeTimeout(5*time.Second))
-	warm(t, c)
+	servers, c, l := lockWithHeldAcquire(t)
 	ctx := context.Background()
-	_, err := servers[4].Do("CLIENT", "PAUSE", 1000, "WRITE")
-	require.NoError(t, err)
-	l, err := c.TryLock(ctx, "k", 20*time.Second)
-	require.NoError(t, err)
-	require.False(t, l.acq.isDone(4), "the paused node answered")
 	rel := c.release(ctx, l.acq, l.name, l.token, "", "", 5*time.Second)
-	_, err = servers[4].Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+	_, err := servers[4].Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
 	require.NoError(t, err)
 	rel.wait(4)
 	assert.Equal(t, voteFail, l.acq.results[4].vote)
@@ -223,4 +211,19 @@ func TestQueuedReleaseAfterConnectionDied(t *testing.T) {
 	assert.Equal(t, voteNo, rel.results[4].vote, "release: %v", rel.results[4].err)
 	rel.waitAll()
 	keyGone(t, servers, "k", time.Second)
+}
+
+// lockWithHeldAcquire takes "k" on 5 nodes while node 4 holds its acquire
+// unanswered (CLIENT PAUSE WRITE for a second), for tests that then break
+// that node's connection.
+func lockWithHeldAcquire(t *testing.T) ([]*redistest.Server, *Client, *Lock) {
+	t.Helper()
+	servers, c := cluster(t, 5, WithNodeTimeout(5*time.Second))
+	warm(t, c)
+	_, err := servers[4].Do("CLIENT", "PAUSE", 1000, "WRITE")
+	require.NoError(t, err)
+	l, err := c.TryLock(context.Background(), "k", 20*time.Second)
+	require.NoError(t, err)
+	require.False(t, l.acq.isDone(4), "the paused node answered")
+	return servers, c, l
 }
