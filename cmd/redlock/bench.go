@@ -79,15 +79,8 @@ func benchCommand(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "redlock bench:", err)
 			return exitUsage
 		}
-		defer func() {
-			for _, n := range nodes {
-				n.Close()
-			}
-		}()
-		addrs := make([]string, len(nodes))
-		for i, n := range nodes {
-			addrs[i] = n.Addr()
-		}
+		defer closeNodes(nodes)
+		addrs := nodeAddrs(nodes)
 		cfg.nodes = strings.Join(addrs, ",")
 		fmt.Fprintf(stdout, "embedded: %d %s\n", len(nodes), desc)
 	}

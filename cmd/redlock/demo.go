@@ -145,15 +145,8 @@ func runDemo(ctx context.Context, cfg demoConfig, out io.Writer) (*demoSummary, 
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		for _, n := range nodes {
-			n.Close()
-		}
-	}()
-	addrs := make([]string, len(nodes))
-	for i, n := range nodes {
-		addrs[i] = n.Addr()
-	}
+	defer closeNodes(nodes)
+	addrs := nodeAddrs(nodes)
 	clients := make([]*redlock.Client, cfg.clients)
 	for i := range clients {
 		opts := []redlock.Option{redlock.WithFencing()}

@@ -161,3 +161,19 @@ func (n *miniNode) Restart() error {
 }
 
 func (n *miniNode) Close() { n.Crash() }
+
+// closeNodes stops the embedded nodes.
+func closeNodes(nodes []embeddedNode) {
+	for _, n := range nodes {
+		n.Close()
+	}
+}
+
+// nodeAddrs returns the nodes' host:port addresses.
+func nodeAddrs(nodes []embeddedNode) []string {
+	addrs := make([]string, len(nodes))
+	for i, n := range nodes {
+		addrs[i] = n.Addr()
+	}
+	return addrs
+}
