@@ -36,31 +36,23 @@ if r == 1 then
   if ARGV[4] ~= '' then
     -- The heir goes first (rank 0) for as long as its attempt may take;
     -- the entry then expires, or its attempt takes the key and removes it.
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local now = queue_prune(KEYS[2], KEYS[3])
     redis.call('ZADD', KEYS[2], 0, ARGV[4])
     queue_keep(KEYS[2], KEYS[3], ARGV[4], now, 0, ARGV[5], ARGV[5])
   end
+  local next, other = queue_next(KEYS[2], KEYS[3])
   if ARGV[4] == '' then
-    local next, other = queue_next(KEYS[2], KEYS[3])
     redis.pcall('PUBLISH', ARGV[2], ARGV[1] .. ' ' .. next .. ' ' .. other)
+  end
+  -- Tell a releasing Lock call whether waiters of other Clients are queued
+  -- (2 instead of 1): its Client then bounds the handoffs among its own
+  -- calls (wait.go), which no announcement tells it when the key went to an
+  -- heir.
+  if ARGV[3] ~= '' and (other ~= '' or (next ~= '' and string.sub(next, 1, 8) ~= string.sub(ARGV[3], 1, 8))) then
+    r = 2
   end
 elseif left then
   local next, other = queue_next(KEYS[2], KEYS[3])
   redis.pcall('PUBLISH', ARGV[2], ARGV[3] .. ' ' .. next .. ' ' .. other)
-end
--- Tell a releasing Lock call whether waiters of other Clients are queued
--- (2 instead of 1): its Client then bounds the handoffs among its own calls
--- (wait.go), which no announcement would tell it when the key went to an
--- heir.
-if r == 1 and ARGV[3] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then
-  local mine = string.sub(ARGV[3], 1, 8)
-  queue_prune(KEYS[2], KEYS[3])
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, 7)) do
-    if string.sub(id, 1, 8) ~= mine then
-      r = 2
-      break
-    end
-  end
 end
 return r
