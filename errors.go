@@ -134,24 +134,23 @@ func (e *opError) Unwrap() []error { return e.causes }
 // not obtained"), the sentinels it matches, the tally and each failed node's
 // error.
 func newOpError(ctx context.Context, what, key string, kinds []error, t tally, failed []error) error {
-	var nodes *multierror.Error
-	nodes = multierror.Append(nodes, failed...)
 	causes := append([]error(nil), kinds...)
-	if err := ctx.Err(); err != nil {
-		causes = append(causes, err)
-	}
 	msg := fmt.Sprintf("redlock: %q: %s (quorum %d of %d: %d yes, %d no, %d failed",
 		key, what, quorum(t.n), t.n, t.yes, t.no, t.fail)
 	if pending := t.n - t.yes - t.no - t.fail; pending > 0 {
 		msg += fmt.Sprintf(", %d not awaited", pending)
 	}
 	msg += ")"
-	if nodes != nil {
+	if len(failed) > 0 {
+		nodes := multierror.Append(nil, failed...)
 		nodes.ErrorFormat = oneLine
 		causes = append(causes, nodes)
 		msg += ": " + nodes.Error()
 	}
+	// Read once: the message and the causes must agree on whether ctx had
+	// ended even when its deadline passes meanwhile.
 	if err := ctx.Err(); err != nil {
+		causes = append(causes, err)
 		msg += ": " + err.Error()
 	}
 	return &opError{msg: msg, causes: causes}
