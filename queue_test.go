@@ -248,6 +248,40 @@ func TestCancelledWaitLeavesQueue(t *testing.T) {
 	require.NoError(t, l.Unlock(ctx))
 }
 
+// Many Lock calls of one Client that give up while queued, some of them
+// while their head's attempt is registering them behind it on the nodes,
+// leave no entry behind: nothing keeps the free key for a call that is gone.
+func TestCancelledLineLeavesNoEntry(t *testing.T) {
+	servers, c := cluster(t, 3)
+	ctx := context.Background()
+	held, err := dial(t, servers).TryLock(ctx, "k", time.Minute)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				wctx, cancel := context.WithTimeout(ctx, time.Duration(1+(w*7+i*3)%20)*time.Millisecond)
+				_, err := c.Lock(wctx, "k", time.Minute)
+				cancel()
+				assert.ErrorIs(t, err, context.DeadlineExceeded)
+			}
+		}(w)
+	}
+	wg.Wait()
+	require.Eventually(t, func() bool {
+		for _, s := range servers {
+			n, err := redis.Int(s.Do("ZCARD", waitersKey("k")))
+			if err != nil || n != 0 {
+				return false
+			}
+		}
+		return true
+	}, time.Second, time.Millisecond, "queue entries left behind")
+	require.NoError(t, held.Unlock(ctx))
+}
+
 // A waiter that crashed while queued first holds a free key up only for
 // its entry's life; a Lock of another Client then gets it, woken by its
 // timer (no release is announced).

@@ -75,6 +75,10 @@ type waiter struct {
 	// what to wait for if that head got the lock.
 	lined  *fanout
 	behind *miss
+	// gone is set (guarded by keyQueue.mu) when the call gave up while
+	// waiting for its turn: a head that registered it after that leaves
+	// the nodes' queues for it (see line).
+	gone bool
 }
 
 // newWaiter returns a call's place, its id made of the Client's prefix and
@@ -240,10 +244,16 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 		l, mm, err := c.attempt(ctx, key, ttl, wt, next)
 		m = mm
 		if next != nil {
+			var acq *fanout
+			var behind *miss
 			if err == nil {
-				c.queue.line(next, l.acq, &miss{winner: l.token, wait: min(ttl, MaxWakeInterval), acq: l.acq})
+				acq, behind = l.acq, &miss{winner: l.token, wait: min(ttl, MaxWakeInterval), acq: l.acq}
 			} else if m != nil {
-				c.queue.line(next, m.acq, nil)
+				acq = m.acq
+			}
+			if acq != nil && !c.queue.line(next, acq, behind) {
+				// next gave up while our attempt registered it.
+				go c.leaveQueue(ctx, name, next, &miss{acq: acq}, ttl)
 			}
 		}
 		if err == nil {
@@ -459,6 +469,7 @@ func (q *keyQueue) enter(ctx context.Context, closed <-chan struct{}, name strin
 	q.leave(name, s, wt)
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	wt.gone = true
 	return nil, wt.lined, err
 }
 
@@ -498,11 +509,13 @@ func (q *keyQueue) next(s *keySlot) *waiter {
 
 // line records that the acquire acq registered wt behind its head; behind,
 // if not nil, is what wt waits for when its turn comes (the head got the
-// lock).
-func (q *keyQueue) line(wt *waiter, acq *fanout, behind *miss) {
+// lock). It reports false if wt gave up before that: then nobody else
+// removes the entries acq made for it.
+func (q *keyQueue) line(wt *waiter, acq *fanout, behind *miss) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	wt.lined, wt.behind = acq, behind
+	return !wt.gone
 }
 
 // heir returns the id of the head of name's queue if it waits behind the
