@@ -49,7 +49,9 @@ type Observer struct {
 	// End is called once when a lock ends: Unlock, a loss detected by
 	// auto-extension, an expiry seen by Done, or Client.Close. A lock that
 	// is neither unlocked nor watched (Done, KeepAlive) is never seen to
-	// end, and gets no End event.
+	// end, and gets no End event. End is called after Done is closed and
+	// Do's context cancelled (stopping the work comes first), so a caller
+	// woken by Done may run before the event is delivered.
 	End func(EndEvent)
 	// Node is called when the Client learns something about a node outside
 	// the votes of an operation: a restart (the restart guard), or a
