@@ -61,6 +61,13 @@ type behindOp interface {
 	queuesBehind()
 }
 
+// watchedOp is a nodeOp that is told of each node's result as it arrives,
+// on whatever goroutine finishes the node; arrived must not block.
+type watchedOp interface {
+	nodeOp
+	arrived(i int, r result)
+}
+
 // dependentOp is a nodeOp that may be prepared for node i only once other
 // fan-outs have settled there (the acquisitions of the locks it extends).
 type dependentOp interface {
@@ -428,6 +435,11 @@ func (f *fanout) finish(i int, r result, t0 time.Time, cancelling bool) {
 		close(wake)
 	}
 	f.arrived <- i
+	if w, ok := f.op.(watchedOp); ok {
+		// Last: the goroutine woken last runs next on this thread, and
+		// the one this wakes (an heir) is the one the lock waits for.
+		w.arrived(i, r)
+	}
 	for next != nil {
 		fl := next
 		next, fl.link = fl.link, nil

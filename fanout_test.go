@@ -201,7 +201,7 @@ func TestQueuedReleaseRepeatsAfterNoScript(t *testing.T) {
 func TestQueuedReleaseAfterConnectionDied(t *testing.T) {
 	servers, c, l := lockWithHeldAcquire(t)
 	ctx := context.Background()
-	rel := c.release(ctx, l.acq, l.name, l.token, "", "", 5*time.Second)
+	rel := c.release(ctx, l.acq, l.name, l.token, "", nil, 5*time.Second)
 	_, err := servers[4].Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
 	require.NoError(t, err)
 	rel.wait(4)

@@ -310,7 +310,8 @@ func (l *Lock) settleExtend(ctx context.Context, start, until time.Time, ttl tim
 // own per-node timeouts even when ctx is already cancelled, so that
 // `defer l.Unlock(ctx)` always releases. It returns once a quorum has
 // released and every node that granted the lock has answered its release,
-// so that a TryLock that follows finds the key free; a node that never
+// so that a TryLock that follows finds the key free (unless Lock calls wait
+// for it: see below and Client.Lock); a node that never
 // answered the acquire (a paused one) is released in the background, bounded
 // by its timeouts.
 //
@@ -319,6 +320,11 @@ func (l *Lock) settleExtend(ctx context.Context, start, until time.Time, ttl tim
 // quorum held it, or Until had passed), and one matching ErrQuorumUnreachable
 // when too few nodes answered to tell. Unlock may be called again, for
 // example after ErrQuorumUnreachable; every call attempts every node.
+//
+// If a Lock call of the same Client waits for this key behind this lock,
+// Unlock may hand the lock straight to it: the nodes that release then set
+// the key to that call's token instead of deleting it (docs/design.md,
+// "Waiting"); for every other caller the key is as held as before.
 //
 // Unlock first stops auto-extension (KeepAlive, Do) for good: if a renewal is
 // in flight, it waits for that renewal's round trips to end (at most one
@@ -355,15 +361,19 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	start := c.cfg.clock.Now()
 	// With the pipelined transport, the next Lock call of this Client
 	// waiting behind this lock may inherit it: the release hands it the
-	// key, and once the releases are queued on the connections (when
-	// release returns) it queues its attempt right behind them.
-	heir := ""
+	// key (handoff.go), or with fencing keeps the key for it while it
+	// queues its attempt right behind the release.
+	var heir *handoff
 	if !c.cfg.noPipeline {
-		heir = c.queue.heir(l.name, l.token)
+		if heir = c.queue.heir(l.name, l.token, !c.cfg.fencing, start, len(c.nodes)); heir != nil && heir.token != "" {
+			c.noteTTL(heir.heir.ttl) // before the nodes grant it (guard.go)
+		}
 	}
 	f := c.release(ctx, l.acq, l.name, l.token, l.waiter, heir, c.cfg.nodeTimeoutFor(l.ttl))
-	if heir != "" {
-		c.queue.kick(l.name, heir)
+	orphan := false
+	if heir != nil {
+		heir.f = f
+		orphan = !c.queue.kick(heir) && heir.token != ""
 	}
 	t, votes := f.collect(tally.held)
 	// Returning at the quorum would leave the other nodes that granted us
@@ -371,6 +381,9 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	// Unlock could be refused by them: wait for those releases too (a node
 	// that never answered the acquire is not waited for).
 	f.awaitAnswered(l.acq, granted)
+	if orphan { // the heir left before it was told
+		c.unhand(ctx, l.name, heir)
+	}
 	if l.waiter != "" && f.othersQueued() {
 		c.queue.othersWait(l.name)
 	}

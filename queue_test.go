@@ -392,9 +392,9 @@ func TestLocalQueueRanksGrow(t *testing.T) {
 	var q keyQueue
 	ctx := context.Background()
 	now := time.Now()
-	head := newWaiter("c", now)
-	second := newWaiter("c", now.Add(-time.Second)) // read the clock first, entered second
-	third := newWaiter("c", now.Add(-time.Second))
+	head := newWaiter("c", now, time.Second)
+	second := newWaiter("c", now.Add(-time.Second), time.Second) // read the clock first, entered second
+	third := newWaiter("c", now.Add(-time.Second), time.Second)
 	s, _, err := q.enter(ctx, nil, "k", head)
 	require.NoError(t, err)
 	go func() { _, _, _ = q.enter(ctx, nil, "k", second) }()

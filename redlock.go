@@ -385,7 +385,7 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration, w, 
 	}
 	// A miss: release everywhere our key may be (step 5), under a context
 	// the caller cannot cancel. A waiting Lock keeps its place in the queue.
-	rel := c.release(context.WithoutCancel(ctx), acq, name, token, "", "", timeout)
+	rel := c.release(context.WithoutCancel(ctx), acq, name, token, "", nil, timeout)
 	rel.awaitAnswered(acq, answered)
 	// What waiting needs to know comes from the acquire, with every answer
 	// that has arrived by now: the decision often falls on the refusals alone,
@@ -423,18 +423,29 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration, w, 
 // (acq) has settled. With waiter set (the id of the Lock call that made the
 // acquire), it also removes that call from the node's queue of waiters;
 // without, it skips nodes where the acquire was refused: our token was never
-// written there. With heir set, the nodes that release hand the key to that
-// waiting call of this Client ahead of their queue (keyQueue.heir).
-func (c *Client) release(ctx context.Context, acq *fanout, name, token, leaving, heir string, timeout time.Duration) *fanout {
+// written there. With heir set, the nodes that release keep the key for that
+// waiting call of this Client ahead of their queue (keyQueue.heir) or, if
+// heir.token is set, hand it straight to that token (handoff.go).
+func (c *Client) release(ctx context.Context, acq *fanout, name, token, leaving string, heir *handoff, timeout time.Duration) *fanout {
 	_, _, grace := (*waiter)(nil).args(timeout)
-	args := releaseScript.args(name, waitersKey(name), waitExpiryKey(name), token, releaseChannel(name), leaving, heir, grace)
-	return c.start(ctx, timeout, acq, &releaseOp{args, leaving != ""})
+	heirID, heirToken, heirMS, nextID, nextRank := heir.args()
+	args := releaseScript.args(name, waitersKey(name), waitExpiryKey(name), token, releaseChannel(name), leaving,
+		heirID, grace, heirToken, heirMS, nextID, nextRank, MaxWakeInterval.Milliseconds())
+	return c.start(ctx, timeout, acq, &releaseOp{args, leaving != "", heir})
 }
 
 // releaseOp is the node operation of a release.
 type releaseOp struct {
 	args    []interface{}
-	dequeue bool // also leave the queue of waiters: send to nodes that refused the acquire too
+	dequeue bool     // also leave the queue of waiters: send to nodes that refused the acquire too
+	heir    *handoff // told of each result (handoff.arrive), or nil
+}
+
+// arrived tells the heir, if any, of node i's result (watchedOp).
+func (o *releaseOp) arrived(i int, r result) {
+	if o.heir != nil && o.heir.token != "" {
+		o.heir.arrive(i, r)
+	}
 }
 
 // queuesBehind: a release may be queued behind its acquire (behindOp).
@@ -447,9 +458,16 @@ func (o *releaseOp) prepare(_ int, prior *result) (*script, []interface{}, resul
 	return releaseScript, o.args, result{}, true
 }
 
+// Replies of the release script besides 0 (not ours) and 1 (released).
+const (
+	releasedOthersWait = 2 // released; waiters of other Clients are queued
+	handedOver         = 3 // handed to the heir's token
+	handedOthersWait   = 4 // both
+)
+
 func (o *releaseOp) parse(_ int, reply interface{}) result {
-	if n, ok := reply.(int64); ok && n == 2 { // released; other Clients' waiters are queued
-		return result{vote: voteYes, val: 2}
+	if n, ok := reply.(int64); ok && n >= releasedOthersWait && n <= handedOthersWait {
+		return result{vote: voteYes, val: n}
 	}
 	v, err := parseFlag("release", reply)
 	return result{vote: v, err: err}
@@ -459,7 +477,7 @@ func (o *releaseOp) parse(_ int, reply interface{}) result {
 // waiters of other Clients are queued for the key.
 func (f *fanout) othersQueued() bool {
 	for i, v := range f.settled() {
-		if v == voteYes && f.results[i].val == 2 {
+		if v == voteYes && (f.results[i].val == releasedOthersWait || f.results[i].val == handedOthersWait) {
 			return true
 		}
 	}

@@ -132,7 +132,10 @@ func (s *simNode) run(script *script, keysAndArgs ...interface{}) (interface{}, 
 		}
 		return out, nil
 
-	case releaseScript: // KEYS: lock, waiters, expiries; ARGV: token, channel, waiter id (PUBLISH is not modelled)
+	case releaseScript: // KEYS: lock, waiters, expiries; ARGV: token, channel, waiter id, heir... (PUBLISH is not modelled)
+		if len(a) > 6 && a[6] != "" { // a handoff to a waiting Lock: queues are not modelled
+			return nil, errSimQueue
+		}
 		if v, ok := s.get(a[0]); ok && v == a[3] {
 			delete(s.keys, a[0])
 			return int64(1), nil

@@ -35,9 +35,9 @@ const (
 	// MaxHandoffsInClient is how many times in a row a Client hands a lock
 	// from one of its Lock calls to the next while other Clients wait, each
 	// call at most once (calls that were queued when the streak began).
-	// Such a handoff costs one round trip (the next attempt goes out right
-	// behind the release, on the same connections) instead of two (a
-	// release, then the named waiter's attempt), and no process switch; the
+	// Such a handoff costs one round trip (the release hands the key to the
+	// next call, handoff.go) instead of two (a release, then the named
+	// waiter's attempt), and no process switch; the
 	// bound keeps other Clients' waiters from waiting more than that many
 	// handoffs per Client ahead of them.
 	MaxHandoffsInClient = 8
@@ -67,6 +67,7 @@ func waitExpiryKey(name string) string { return name + WaitExpiryKeySuffix }
 type waiter struct {
 	id   string        // random; names the call's entries
 	rank int64         // when the call began, in µs since the Unix epoch (exact in a sorted set's double)
+	ttl  time.Duration // the TTL the call asks for
 	turn chan struct{} // closed when the call becomes the head of its Client's queue for the key
 	kick chan struct{} // buffered 1: the lock it waits behind (behind) is being released by this Client
 
@@ -75,16 +76,20 @@ type waiter struct {
 	// what to wait for if that head got the lock.
 	lined  *fanout
 	behind *miss
-	// gone is set (guarded by keyQueue.mu) when the call gave up while
-	// waiting for its turn: a head that registered it after that leaves
-	// the nodes' queues for it (see line).
+	// gone is set (guarded by keyQueue.mu) when the call left its
+	// Client's queue: a head that registered it after that leaves the
+	// nodes' queues for it (see line), and no Unlock hands it a lock
+	// (kick).
 	gone bool
+	// handoff is the lock this Client's Unlock handed to the call, until
+	// the call takes it (guarded by keyQueue.mu; see kick).
+	handoff *handoff
 }
 
 // newWaiter returns a call's place, its id made of the Client's prefix and
 // a random part.
-func newWaiter(prefix string, now time.Time) *waiter {
-	return &waiter{id: fmt.Sprintf("%s%08x", prefix, mathrand.Uint32()), rank: now.UnixMicro(),
+func newWaiter(prefix string, now time.Time, ttl time.Duration) *waiter {
+	return &waiter{id: fmt.Sprintf("%s%08x", prefix, mathrand.Uint32()), rank: now.UnixMicro(), ttl: ttl,
 		turn: make(chan struct{}), kick: make(chan struct{}, 1)}
 }
 
@@ -199,15 +204,19 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 	}
 	ttl = wireTTL(ttl)
 	name := c.cfg.keyPrefix + key
-	wt := newWaiter(c.wid, c.cfg.clock.Now()) // ranked by when the call began, also against other Clients
+	wt := newWaiter(c.wid, c.cfg.clock.Now(), ttl) // ranked by when the call began, also against other Clients
 	slot, lined, err := c.queue.enter(ctx, c.done, name, wt)
 	if err != nil {
 		if lined != nil { // registered behind a head that has gone on
 			c.leaveQueue(ctx, name, wt, &miss{acq: lined}, ttl)
 		}
+		c.dropHandoff(name, c.queue.takeHandoff(wt))
 		return nil, fmt.Errorf("%w: %q: waiting behind other Lock calls of this Client: %w", ErrNotObtained, key, err)
 	}
-	defer c.queue.leave(name, slot, wt)
+	defer func() {
+		c.queue.leave(name, slot, wt)
+		c.dropHandoff(name, c.queue.takeHandoff(wt)) // handed over after our last look
+	}()
 
 	// The local queue's subscription, shared by its successive heads: a
 	// head that finds it need not subscribe (and try again) after its first
@@ -236,12 +245,20 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 		default:
 		}
 		// While we wait anyway, our attempts register the next call of our
-		// queue behind us on the nodes, sparing it an attempt of its own.
+		// queue behind us on the nodes, sparing it an attempt of its own;
+		// a lock handed to us (handoff.go) did so already.
 		var next *waiter
-		if w != nil {
-			next = c.queue.next(slot)
+		var l *Lock
+		var mm *miss
+		if h := c.queue.takeHandoff(wt); h != nil && h.token != "" {
+			next = h.next
+			l, mm, err = c.inherit(ctx, key, wt, h)
+		} else {
+			if w != nil {
+				next = c.queue.next(slot)
+			}
+			l, mm, err = c.attempt(ctx, key, ttl, wt, next)
 		}
-		l, mm, err := c.attempt(ctx, key, ttl, wt, next)
 		m = mm
 		if next != nil {
 			var acq *fanout
@@ -307,7 +324,7 @@ func (c *Client) leaveQueue(ctx context.Context, name string, w *waiter, m *miss
 		return // no attempt registered it, or the Client is closed: the entries expire
 	}
 	defer c.wg.Done()
-	rel := c.release(context.WithoutCancel(ctx), m.acq, name, m.token, w.id, "", c.cfg.nodeTimeoutFor(ttl))
+	rel := c.release(context.WithoutCancel(ctx), m.acq, name, m.token, w.id, nil, c.cfg.nodeTimeoutFor(ttl))
 	rel.awaitAnswered(m.acq, answered)
 }
 
@@ -434,8 +451,9 @@ type keySlot struct {
 }
 
 // enter queues the call wt and waits for its turn; leave must follow. When
-// it gives up, it returns the acquire that registered wt behind its head in
-// the nodes' queues, if any, for the caller to leave them.
+// it gives up, it has left, and it returns the acquire that registered wt
+// behind its head in the nodes' queues, if any, for the caller to leave
+// them.
 func (q *keyQueue) enter(ctx context.Context, closed <-chan struct{}, name string, wt *waiter) (*keySlot, *fanout, error) {
 	q.mu.Lock()
 	if q.m == nil {
@@ -469,14 +487,15 @@ func (q *keyQueue) enter(ctx context.Context, closed <-chan struct{}, name strin
 	q.leave(name, s, wt)
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	wt.gone = true
 	return nil, wt.lined, err
 }
 
 // leave removes wt from the key's queue, handing the turn on if it was the
-// head; the last one closes the subscription.
+// head; the last one closes the subscription. A lock handed to wt before
+// is left for takeHandoff; none is handed after.
 func (q *keyQueue) leave(name string, s *keySlot, wt *waiter) {
 	q.mu.Lock()
+	wt.gone = true
 	for i, o := range s.line {
 		if o == wt {
 			s.line = append(s.line[:i], s.line[i+1:]...)
@@ -518,25 +537,25 @@ func (q *keyQueue) line(wt *waiter, acq *fanout, behind *miss) bool {
 	return !wt.gone
 }
 
-// heir returns the id of the head of name's queue if it waits behind the
-// lock whose token is about to be released and may inherit it: the release
-// then hands it the key ahead of the nodes' queues, and kick sends it to
-// try right behind the release. While other Clients wait (an announcement
+// heir returns the handoff of the lock whose token is about to be released
+// (handoff.go) to the head of name's queue, if the head waits behind that
+// lock and may inherit it, or nil: the release then hands the head the key
+// ahead of the nodes' queues, and kick tells it. While other Clients wait (an announcement
 // named one of their waiters, or a release said one is queued, within
 // othersWindow), at most
 // MaxHandoffsInClient heirs in a row, and only calls that were queued when
 // the streak began (a call that comes back for the lock does not lap
 // others' waiters): then the release goes to the queue's order.
-func (q *keyQueue) heir(name, token string) string {
+func (q *keyQueue) heir(name, token string, direct bool, now time.Time, n int) *handoff {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	s := q.m[name]
 	if s == nil || len(s.line) == 0 {
-		return ""
+		return nil
 	}
 	h := s.line[0]
 	if h.behind == nil || h.behind.winner != token {
-		return ""
+		return nil
 	}
 	if time.Since(s.othersAt) <= othersWindow {
 		if s.streak == 0 {
@@ -544,25 +563,42 @@ func (q *keyQueue) heir(name, token string) string {
 		}
 		if s.streak >= MaxHandoffsInClient || h.rank > s.streakTo {
 			s.streak = 0
-			return ""
+			return nil
 		}
 		s.streak++
 	}
-	return h.id
+	var next *waiter
+	if len(s.line) > 1 {
+		next = s.line[1]
+	}
+	return newHandoff(h, next, direct, now, n)
 }
 
-// kick tells the head of name's queue, if it is the heir id, that the
-// release has been queued on the nodes' connections, so that it may queue
-// its attempt right behind.
-func (q *keyQueue) kick(name, id string) {
+// kick gives the heir of h the lock handed over, once the release is queued
+// on the nodes' connections (an heir that makes its own attempt queues it
+// right behind), and wakes it. It reports false if the heir has left its
+// queue meanwhile: then nobody else releases what was handed to it.
+func (q *keyQueue) kick(h *handoff) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if s := q.m[name]; s != nil && len(s.line) > 0 && s.line[0].id == id {
-		select {
-		case s.line[0].kick <- struct{}{}:
-		default:
-		}
+	if h.heir.gone {
+		return false
 	}
+	h.heir.handoff = h
+	select {
+	case h.heir.kick <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// takeHandoff returns the lock handed to wt, if any, which wt now owns.
+func (q *keyQueue) takeHandoff(wt *waiter) *handoff {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	h := wt.handoff
+	wt.handoff = nil
+	return h
 }
 
 // othersWindow is how long after another Client's waiter was named this

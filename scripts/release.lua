@@ -9,11 +9,18 @@
 --          after a missed attempt of a Lock that goes on waiting)
 -- ARGV[4]  the heir: the id of our Client's next waiting call, to which we
 --          hand the key ahead of the queue ('' for none), ARGV[5] its grace
---          in ms: it is about to try, right behind this release, told by our
---          Client, so nothing is announced: the other Clients' waiters, and
---          their processes, need not wake
--- Reply: 1 if our key was deleted (2 if, besides, waiters of other Clients
--- are queued: see the end), 0 if the key was absent or held another token.
+--          in ms. Our Client tells the heir, so nothing is announced: the
+--          other Clients' waiters, and their processes, need not wake
+-- ARGV[6]  the heir's token, to hand the key to it directly ('' to only keep
+--          the key for the heir, which then makes its own attempt: with
+--          fencing, whose counter only the acquire script advances)
+-- ARGV[7]  the heir's ttl in ms
+-- ARGV[8..9]  the id and rank of the call waiting behind the heir in our
+--          Client, to register behind it ('' if none; see queue_behind)
+-- ARGV[10] the longest a waiter sleeps between attempts, in ms (queue_keep)
+-- Reply: 1 if our key was deleted, 3 if it was handed to the heir's token
+-- (plus 1 in both cases if waiters of other Clients are queued: see the
+-- end), 0 if the key was absent or held another token.
 -- The announcement, "<token> <next> <other>", wakes the waiter named next:
 -- the first live one in the queue ('' if none: anyone may try); other is the
 -- first waiter after it of another Client ('' if none), which tells a Client
@@ -32,8 +39,20 @@ if ARGV[3] ~= '' and redis.call('ZREM', KEYS[2], ARGV[3]) == 1 then
   redis.call('ZREM', KEYS[3], ARGV[3])
   left = redis.call('EXISTS', KEYS[1]) == 0
 end
+local handto = ARGV[6] or ''
 if r == 1 then
-  if ARGV[4] ~= '' then
+  if handto ~= '' then
+    -- Handed over: the heir holds the key from now for its ttl, as if its
+    -- own attempt had set it, and leaves the queue; its validity counts
+    -- from when this release was sent (wait.go).
+    redis.call('SET', KEYS[1], handto, 'PX', ARGV[7])
+    redis.call('ZREM', KEYS[2], ARGV[4])
+    redis.call('ZREM', KEYS[3], ARGV[4])
+    if ARGV[8] ~= '' then
+      queue_behind(KEYS[2], KEYS[3], ARGV[8], ARGV[9], tonumber(ARGV[7]), ARGV[10], ARGV[5])
+    end
+    r = 3
+  elseif ARGV[4] ~= '' then
     -- The heir goes first (rank 0) for as long as its attempt may take;
     -- the entry then expires, or its attempt takes the key and removes it.
     local now = queue_prune(KEYS[2], KEYS[3])
@@ -45,11 +64,11 @@ if r == 1 then
     redis.pcall('PUBLISH', ARGV[2], ARGV[1] .. ' ' .. next .. ' ' .. other)
   end
   -- Tell a releasing Lock call whether waiters of other Clients are queued
-  -- (2 instead of 1): its Client then bounds the handoffs among its own
+  -- (2 instead of 1, 4 instead of 3): its Client then bounds the handoffs among its own
   -- calls (wait.go), which no announcement tells it when the key went to an
   -- heir.
   if ARGV[3] ~= '' and (other ~= '' or (next ~= '' and string.sub(next, 1, 8) ~= string.sub(ARGV[3], 1, 8))) then
-    r = 2
+    r = r + 1
   end
 elseif left then
   local next, other = queue_next(KEYS[2], KEYS[3])

@@ -1,0 +1,208 @@
+package redlock
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/redlockgo/redlock/internal/redistest"
+)
+
+// handoffSetUp makes the situation of a handoff: a Lock call of c (first)
+// holds key "k" with ttl 1 min, and the next Lock call of c (second, asking
+// for ttl2) waits behind it, registered on the nodes by first's winning
+// attempt. first's lock and second's pending result are returned.
+func handoffSetUp(t *testing.T, servers []*redistest.Server, c *Client, ttl2 time.Duration) (*Lock, <-chan lockResult) {
+	t.Helper()
+	ctx := context.Background()
+	held, err := dial(t, servers).TryLock(ctx, "k", time.Minute)
+	require.NoError(t, err)
+	first := lockInBackground(ctx, c, "k", time.Minute)
+	waitSubscribed(t, servers, releaseChannel("k"), 5)
+	time.Sleep(2 * time.Millisecond)
+	second := lockInBackground(ctx, c, "k", ttl2) // queued in the Client behind first
+	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, held.Unlock(ctx))
+	r1 := <-first
+	require.NoError(t, r1.err)
+	require.Eventually(t, func() bool {
+		for _, s := range servers {
+			ids, err := redis.Strings(s.Do("ZRANGE", waitersKey("k"), 0, -1))
+			if err != nil {
+				return false
+			}
+			// first may keep an entry where its winning attempt was
+			// refused, until its release.
+			ids = slices.DeleteFunc(ids, func(id string) bool { return id == r1.l.waiter })
+			if len(ids) != 1 {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, time.Millisecond, "second is queued on every node behind first")
+	return r1.l, second
+}
+
+// nodeCalls sums cmdstat_<cmd> calls over the servers.
+func nodeCalls(t *testing.T, servers []*redistest.Server, cmd string) int64 {
+	t.Helper()
+	var sum int64
+	for _, s := range servers {
+		info, err := redis.String(s.Do("INFO", "commandstats"))
+		require.NoError(t, err)
+		sum += commandCalls(info, cmd)
+	}
+	return sum
+}
+
+// Unlock hands the lock straight to the next Lock call of the same Client
+// waiting behind it: one script run per node (the release), no attempt of
+// the heir's own and no announcement; the nodes hold the heir's token with
+// the heir's TTL, and the heir's validity counts from before the release
+// was sent.
+func TestUnlockHandsLockToNextCall(t *testing.T) {
+	servers, c := cluster(t, 5)
+	ctx := context.Background()
+	const ttl2 = 7 * time.Second
+	first, second := handoffSetUp(t, servers, c, ttl2)
+	// first's attempt may have reached a node before the release of the
+	// lock it waited for: that node refused it and holds nothing of first's.
+	had := map[string]bool{}
+	for _, s := range servers {
+		v, _ := holder(t, s, "k")
+		had[s.Addr] = v == first.Token()
+	}
+	evals, pubs := nodeCalls(t, servers, "evalsha"), nodeCalls(t, servers, "publish")
+	sent := time.Now()
+	require.NoError(t, first.Unlock(ctx))
+	r2 := <-second
+	require.NoError(t, r2.err)
+	assert.Equal(t, int64(5), nodeCalls(t, servers, "evalsha")-evals, "one script run per node: the release that hands the lock over")
+	handed := 0
+	for _, s := range servers {
+		if !had[s.Addr] {
+			continue
+		}
+		handed++
+		v, pttl := holder(t, s, "k")
+		assert.Equal(t, r2.l.Token(), v, s.Addr)
+		assert.Greater(t, pttl, int64(ttl2/time.Millisecond)-1000, "the heir's TTL, not the holder's")
+		assert.LessOrEqual(t, pttl, int64(ttl2/time.Millisecond))
+	}
+	assert.GreaterOrEqual(t, handed, 3)
+	// A node without first's key announces only that first left its queue.
+	assert.Equal(t, int64(5-handed), nodeCalls(t, servers, "publish")-pubs, "no release announced")
+	assert.True(t, r2.l.Until().Before(sent.Add(ttl2)), "validity counts from before the release")
+	assert.True(t, r2.l.Until().After(sent.Add(ttl2-time.Second)))
+	require.NoError(t, r2.l.Unlock(ctx))
+	for _, s := range servers {
+		n, err := redis.Int(s.Do("EXISTS", "k", waitersKey("k"), waitExpiryKey("k")))
+		require.NoError(t, err)
+		assert.Zero(t, n, s.Addr)
+	}
+}
+
+// A handoff that reaches too few nodes (the holder's key had gone from
+// three of five) is not a lock: the heir releases what it was handed, says
+// why, and gets the lock by an attempt of its own.
+func TestHandoffOnTooFewNodes(t *testing.T) {
+	servers := redistest.Start(t, 5)
+	var mu sync.Mutex
+	var events []AcquireEvent
+	c := dial(t, servers, WithObserver(Observer{Acquire: func(e AcquireEvent) {
+		mu.Lock()
+		events = append(events, e)
+		mu.Unlock()
+	}}))
+	ctx := context.Background()
+	first, second := handoffSetUp(t, servers, c, time.Minute)
+	for _, s := range servers[:3] {
+		_, err := s.Do("DEL", "k")
+		require.NoError(t, err)
+	}
+	mu.Lock()
+	events = nil
+	mu.Unlock()
+	require.ErrorIs(t, first.Unlock(ctx), ErrLockLost)
+	r2 := <-second
+	require.NoError(t, r2.err)
+	mu.Lock()
+	ev := append([]AcquireEvent(nil), events...)
+	mu.Unlock()
+	require.Len(t, ev, 2, "%+v", ev)
+	assert.ErrorIs(t, ev[0].Err, ErrNotObtained)
+	assert.Contains(t, ev[0].Err.Error(), "handed over by this Client's Unlock on too few nodes")
+	// Decided by the three refusals, whatever the other two said by then.
+	assert.Equal(t, 3, countVotes(ev[0].Nodes, VoteNo))
+	assert.LessOrEqual(t, countVotes(ev[0].Nodes, VoteYes), 2)
+	assert.Equal(t, OutcomeOK, ev[1].Outcome)
+	for _, s := range servers {
+		v, _ := holder(t, s, "k")
+		assert.Equal(t, r2.l.Token(), v, "%s: the heir's own attempt holds every node", s.Addr)
+	}
+	require.NoError(t, r2.l.Unlock(ctx))
+	for _, s := range servers {
+		n, err := redis.Int(s.Do("EXISTS", "k"))
+		require.NoError(t, err)
+		assert.Zero(t, n, s.Addr)
+	}
+}
+
+// Lock calls of one Client that hand the lock to each other while many of
+// them give up at random moments (before, during and after being handed
+// the lock) leave nothing behind: no handed token that nobody uses (it
+// would hold the key for its 1-minute TTL), no queue entry.
+func TestHandoffsLeaveNothingBehind(t *testing.T) {
+	var handed, lost atomic.Int64
+	servers := redistest.Start(t, 3)
+	c := dial(t, servers, WithObserver(Observer{Acquire: func(e AcquireEvent) {
+		if e.Err != nil && strings.Contains(e.Err.Error(), "handed over") {
+			lost.Add(1)
+		}
+	}}))
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for time.Now().Before(deadline) {
+				wctx, cancel := context.WithTimeout(ctx, time.Duration(rng.IntN(3000))*time.Microsecond)
+				l, err := c.Lock(wctx, "k", time.Minute)
+				cancel()
+				if err != nil {
+					continue
+				}
+				handed.Add(1)
+				time.Sleep(time.Duration(rng.IntN(500)) * time.Microsecond)
+				assert.NoError(t, l.Unlock(ctx))
+			}
+		}(w)
+	}
+	wg.Wait()
+	t.Logf("%d locks, %d handoffs given up or missed", handed.Load(), lost.Load())
+	assert.Positive(t, handed.Load())
+	require.Eventually(t, func() bool {
+		for _, s := range servers {
+			n, err := redis.Int(s.Do("EXISTS", "k", waitersKey("k"), waitExpiryKey("k")))
+			if err != nil || n != 0 {
+				return false
+			}
+		}
+		return true
+	}, 3*time.Second, time.Millisecond, "a lock key or queue entry was left behind")
+	l, err := c.TryLock(ctx, "k", time.Second)
+	require.NoError(t, err, "the key is free")
+	require.NoError(t, l.Unlock(ctx))
+}
