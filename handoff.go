@@ -16,9 +16,12 @@ import (
 // behind the heir. The heir then makes no attempt of its own: its votes are
 // the release's replies ("handed over"), and its validity counts from when
 // the release was sent, as an attempt's counts from when the acquire was
-// sent, so it never exceeds what the nodes grant. A handoff is one round
-// trip from the release to the heir's grant, one script run per node, and
-// no wake-up of another goroutine before the nodes are reached.
+// sent, so it never exceeds what the nodes grant: one script run per node
+// and no attempt of the heir's own. While the released lock's validity
+// still covers at least half of what the heir asks for, the heir does not
+// even wait for the release's round trip: it holds the lock at once, on
+// what the nodes keep in any case (see inherit), and the nodes' answer only
+// raises its Until, or ends it as lost.
 //
 // Every handed token is used or released: the heir uses it (inherit) or
 // releases it (a quorum was not reached, validity ran out, its context
@@ -37,6 +40,7 @@ type handoff struct {
 	next  *waiter   // the call after the heir, registered behind it by the release; or nil
 	token string    // the heir's token; "" to only keep the key for the heir
 	start time.Time // taken before the release was sent: the heir's validity counts from here
+	prev  time.Time // the released lock's Until: how long the nodes keep the key at least
 
 	f    *fanout       // the release; set before the heir is told (kick)
 	done chan struct{} // closed once the heir's outcome is decided
@@ -101,22 +105,52 @@ func (h *handoff) tally() tally {
 	return t
 }
 
-// inherit is the heir wt's side of the handoff h (h.token set): once its
-// outcome is decided (handoff.arrive), wt holds the lock if a quorum handed
-// it over, validity remains, and ctx has not ended. Otherwise it releases
-// the handed token on every node (behind the release) and returns a miss
-// that backs off briefly, as after a split vote: the heir stays queued where
-// the release did not reach.
+// inherit is the heir wt's side of the handoff h (h.token set).
+//
+// While the released lock's validity (h.prev) still covers at least half
+// the validity wt asks for, wt holds the lock at once, before the nodes
+// have answered: until the release lands, the nodes keep the key under the
+// released lock's token at least until h.prev, after it under the heir's at
+// least until h.start + ttl, and every later operation of the heir's is
+// ordered behind the release on each node. Its Until is the earlier of the
+// two (less the drift allowance) until the nodes confirm the handoff (then
+// it is raised as by a successful attempt sent when the release was); if a
+// quorum reports that the released
+// lock was no longer held, the heir's lock ends as lost (confirm). This
+// takes the round trip out of a handoff within a Client, under the same
+// assumption every Redlock holder relies on: keys live until their TTL.
+//
+// Otherwise, once the outcome is decided (handoff.arrive), wt holds the lock
+// if a quorum handed it over, validity remains, and ctx has not ended. If
+// not, it releases the handed token on every node (behind the release) and
+// returns a miss that backs off briefly, as after a split vote: the heir
+// stays queued where the release did not reach.
 func (c *Client) inherit(ctx context.Context, key string, wt *waiter, h *handoff) (*Lock, *miss, error) {
-	<-h.done // every node's release ends within its per-node timeout
 	if err := c.begin(); err != nil {
+		<-h.done
 		return nil, nil, fmt.Errorf("%w: %w", ErrNotObtained, err) // the handed keys expire
 	}
 	defer c.wg.Done()
 	name, ttl := c.cfg.keyPrefix+key, wt.ttl
+	d := drift(ttl, c.cfg.driftFactor)
+	// Before the release lands a node keeps the released key until h.prev at
+	// least, after it the heir's key until h.start + ttl at least.
+	early := h.start.Add(ttl - d)
+	if h.prev.Before(early) {
+		early = h.prev
+	}
+	if now := c.cfg.clock.Now(); ctx.Err() == nil && early.Sub(now) >= (ttl-d)/2 && !h.decided() {
+		l := &Lock{c: c, key: key, name: name, token: h.token, waiter: wt.id, ttl: ttl, acq: h.f, start: h.start, until: early}
+		if f := c.cfg.obs.Acquire; f != nil {
+			f(AcquireEvent{Key: key, TTL: ttl, Outcome: OutcomeOK, Elapsed: now.Sub(h.start), Validity: early.Sub(now), Nodes: c.nodeVotes(h.f, make([]vote, len(c.nodes)))})
+		}
+		c.wg.Add(1)
+		go c.confirm(l, h)
+		return l, nil, nil
+	}
+	<-h.done // every node's release ends within its per-node timeout
 	t := h.tally()
 	elapsed := c.cfg.clock.Now().Sub(h.start)
-	d := drift(ttl, c.cfg.driftFactor)
 	v := validity(ttl, elapsed, d)
 	if t.reached() && v > 0 && ctx.Err() == nil {
 		l := &Lock{c: c, key: key, name: name, token: h.token, waiter: wt.id, ttl: ttl, acq: h.f, start: h.start, until: h.start.Add(ttl - d)}
@@ -148,6 +182,40 @@ func (c *Client) inherit(ctx context.Context, key string, wt *waiter, h *handoff
 		f(ev)
 	}
 	return nil, &miss{wait: -1, split: true, acq: rel, token: h.token}, err
+}
+
+// confirm applies the nodes' answer to the handoff h to the lock l that its
+// heir took before the answer (see inherit): a quorum handed it over, so
+// Until is raised as after an attempt sent with the release; or a quorum
+// refused (the released lock was no longer held), so l is lost. Too few
+// answers leave Until where it is. It runs on its own goroutine, counted in
+// c.wg.
+func (c *Client) confirm(l *Lock, h *handoff) {
+	defer c.wg.Done()
+	<-h.done
+	t := h.tally()
+	switch {
+	case t.reached():
+		up := h.start.Add(l.ttl - drift(l.ttl, c.cfg.driftFactor))
+		l.mu.Lock()
+		if up.After(l.until) {
+			l.until = up
+		}
+		l.mu.Unlock()
+	case t.refusedByQuorum():
+		err := newOpError(context.Background(), "lock lost: handed over by this Client's Unlock, but a quorum no longer held the released lock", l.key, []error{ErrLockLost}, t, h.f.failures(h.votes))
+		l.finish(err, true)
+	}
+}
+
+// decided reports whether the heir's outcome is known.
+func (h *handoff) decided() bool {
+	select {
+	case <-h.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // dropHandoff releases, in the background, the token handed over by h to a

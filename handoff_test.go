@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/redlockgo/redlock/internal/faultproxy"
 	"github.com/redlockgo/redlock/internal/redistest"
 )
 
@@ -27,7 +28,7 @@ func handoffSetUp(t *testing.T, servers []*redistest.Server, c *Client, ttl2 tim
 	held, err := dial(t, servers).TryLock(ctx, "k", time.Minute)
 	require.NoError(t, err)
 	first := lockInBackground(ctx, c, "k", time.Minute)
-	waitSubscribed(t, servers, releaseChannel("k"), 5)
+	waitSubscribed(t, servers, releaseChannel("k"), len(servers))
 	time.Sleep(2 * time.Millisecond)
 	second := lockInBackground(ctx, c, "k", ttl2) // queued in the Client behind first
 	time.Sleep(20 * time.Millisecond)
@@ -112,49 +113,124 @@ func TestUnlockHandsLockToNextCall(t *testing.T) {
 }
 
 // A handoff that reaches too few nodes (the holder's key had gone from
-// three of five) is not a lock: the heir releases what it was handed, says
-// why, and gets the lock by an attempt of its own.
+// three of five) is not a lock. An heir that asks for more validity than
+// the released lock has left waits for the nodes' answer: it releases what
+// it was handed, says why, and gets the lock by an attempt of its own. One
+// that took the lock before the answer (the released lock's validity
+// covered it) has its lock end as lost once the answer comes.
 func TestHandoffOnTooFewNodes(t *testing.T) {
-	servers := redistest.Start(t, 5)
-	var mu sync.Mutex
-	var events []AcquireEvent
-	c := dial(t, servers, WithObserver(Observer{Acquire: func(e AcquireEvent) {
-		mu.Lock()
-		events = append(events, e)
-		mu.Unlock()
-	}}))
-	ctx := context.Background()
-	first, second := handoffSetUp(t, servers, c, time.Minute)
-	for _, s := range servers[:3] {
-		_, err := s.Do("DEL", "k")
-		require.NoError(t, err)
+	for _, tc := range []struct {
+		name  string
+		ttl2  time.Duration
+		early bool
+	}{
+		{"heir waits for the nodes", 10 * time.Minute, false},
+		{"heir took it at once", time.Minute, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			servers := redistest.Start(t, 5)
+			var mu sync.Mutex
+			var events []AcquireEvent
+			c := dial(t, servers, WithObserver(Observer{Acquire: func(e AcquireEvent) {
+				mu.Lock()
+				events = append(events, e)
+				mu.Unlock()
+			}}))
+			ctx := context.Background()
+			first, second := handoffSetUp(t, servers, c, tc.ttl2)
+			for _, s := range servers[:3] {
+				_, err := s.Do("DEL", "k")
+				require.NoError(t, err)
+			}
+			mu.Lock()
+			events = nil
+			mu.Unlock()
+			require.ErrorIs(t, first.Unlock(ctx), ErrLockLost)
+			r2 := <-second
+			require.NoError(t, r2.err)
+			mu.Lock()
+			ev := append([]AcquireEvent(nil), events...)
+			mu.Unlock()
+			if tc.early {
+				require.Len(t, ev, 1, "%+v", ev)
+				assert.Equal(t, OutcomeOK, ev[0].Outcome)
+				assert.Equal(t, 5, countVotes(ev[0].Nodes, VotePending), "taken before the nodes answered")
+				select {
+				case <-r2.l.Done():
+				case <-time.After(5 * time.Second):
+					t.Fatal("the lock handed over was not found lost")
+				}
+				require.ErrorIs(t, r2.l.Extend(ctx, time.Minute), ErrLockLost)
+				assert.Contains(t, r2.l.Extend(ctx, time.Minute).Error(), "a quorum no longer held the released lock")
+				require.ErrorIs(t, r2.l.Unlock(ctx), ErrLockLost)
+			} else {
+				require.Len(t, ev, 2, "%+v", ev)
+				assert.ErrorIs(t, ev[0].Err, ErrNotObtained)
+				assert.Contains(t, ev[0].Err.Error(), "handed over by this Client's Unlock on too few nodes")
+				// Decided by the three refusals, whatever the other two said by then.
+				assert.Equal(t, 3, countVotes(ev[0].Nodes, VoteNo))
+				assert.LessOrEqual(t, countVotes(ev[0].Nodes, VoteYes), 2)
+				assert.Equal(t, OutcomeOK, ev[1].Outcome)
+				for _, s := range servers {
+					v, _ := holder(t, s, "k")
+					assert.Equal(t, r2.l.Token(), v, "%s: the heir's own attempt holds every node", s.Addr)
+				}
+				require.NoError(t, r2.l.Unlock(ctx))
+			}
+			for _, s := range servers {
+				n, err := redis.Int(s.Do("EXISTS", "k"))
+				require.NoError(t, err)
+				assert.Zero(t, n, s.Addr)
+			}
+		})
 	}
-	mu.Lock()
-	events = nil
-	mu.Unlock()
-	require.ErrorIs(t, first.Unlock(ctx), ErrLockLost)
+}
+
+// Within the released lock's validity the heir holds the lock before the
+// nodes answer the release (here delayed 150 ms each way): Lock returns
+// long before Unlock does, with the released lock's Until (the heir asked
+// for more), raised once the nodes confirm.
+func TestHandoffBeforeNodesAnswer(t *testing.T) {
+	servers := redistest.Start(t, 3)
+	var proxies []*faultproxy.Proxy
+	var addrs []string
+	for _, s := range servers {
+		p, err := faultproxy.New(s.Addr)
+		require.NoError(t, err)
+		t.Cleanup(func() { p.Close() })
+		proxies = append(proxies, p)
+		addrs = append(addrs, p.Addr())
+	}
+	c, err := Dial(addrs)
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, c.Close()) })
+	ctx := context.Background()
+	const ttl2 = 90 * time.Second // more than first's minute, less than twice
+	first, second := handoffSetUp(t, servers, c, ttl2)
+	for _, p := range proxies {
+		p.Delay(150 * time.Millisecond)
+	}
+	unlocked := make(chan error, 1)
+	sent := time.Now()
+	go func() { unlocked <- first.Unlock(ctx) }()
 	r2 := <-second
 	require.NoError(t, r2.err)
-	mu.Lock()
-	ev := append([]AcquireEvent(nil), events...)
-	mu.Unlock()
-	require.Len(t, ev, 2, "%+v", ev)
-	assert.ErrorIs(t, ev[0].Err, ErrNotObtained)
-	assert.Contains(t, ev[0].Err.Error(), "handed over by this Client's Unlock on too few nodes")
-	// Decided by the three refusals, whatever the other two said by then.
-	assert.Equal(t, 3, countVotes(ev[0].Nodes, VoteNo))
-	assert.LessOrEqual(t, countVotes(ev[0].Nodes, VoteYes), 2)
-	assert.Equal(t, OutcomeOK, ev[1].Outcome)
-	for _, s := range servers {
-		v, _ := holder(t, s, "k")
-		assert.Equal(t, r2.l.Token(), v, "%s: the heir's own attempt holds every node", s.Addr)
+	took := r2.at.Sub(sent)
+	t.Logf("heir holds the lock %v after Unlock began (round trip ≥ 300 ms)", took)
+	assert.Less(t, took, 150*time.Millisecond, "before any node could answer")
+	assert.Equal(t, first.Until(), r2.l.Until(), "the released lock's validity, until the nodes confirm")
+	select {
+	case err := <-unlocked:
+		t.Fatalf("Unlock returned before the heir (%v)", err)
+	default:
+	}
+	require.NoError(t, <-unlocked)
+	require.Eventually(t, func() bool { return r2.l.Until().After(sent.Add(ttl2 - 2*time.Second)) }, 5*time.Second, time.Millisecond, "Until raised once the nodes confirmed")
+	assert.True(t, r2.l.Until().Before(sent.Add(ttl2)), "counted from before the release")
+	for _, p := range proxies {
+		p.Heal()
 	}
 	require.NoError(t, r2.l.Unlock(ctx))
-	for _, s := range servers {
-		n, err := redis.Int(s.Do("EXISTS", "k"))
-		require.NoError(t, err)
-		assert.Zero(t, n, s.Addr)
-	}
 }
 
 // Lock calls of one Client that hand the lock to each other while many of

@@ -50,7 +50,11 @@ func (l *Lock) Token() string {
 // Until returns the end of the lock's validity: the time after which
 // another client may hold it. It is computed on the monotonic clock from the
 // start of the successful attempt (or extension), minus the drift allowance;
-// compare it with time.Now, not with a wall-clock time from elsewhere.
+// compare it with time.Now, not with a wall-clock time from elsewhere. A
+// lock that this Client's Unlock handed to a waiting Lock call may start
+// with the released lock's validity, if that covers at least half of the
+// validity asked for; Until is raised once the nodes confirm the handoff
+// (docs/design.md, "Waiting"). Until never moves earlier.
 func (l *Lock) Until() time.Time {
 	if l == nil {
 		return time.Time{}
@@ -324,7 +328,11 @@ func (l *Lock) settleExtend(ctx context.Context, start, until time.Time, ttl tim
 // If a Lock call of the same Client waits for this key behind this lock,
 // Unlock may hand the lock straight to it: the nodes that release then set
 // the key to that call's token instead of deleting it (docs/design.md,
-// "Waiting"); for every other caller the key is as held as before.
+// "Waiting"); for every other caller the key is as held as before. That
+// call may hold the lock before the nodes have answered, on this lock's
+// validity: if they then report this lock lost, Unlock returns an error
+// matching ErrLockLost and that call's lock ends as lost too (its Done is
+// closed).
 //
 // Unlock first stops auto-extension (KeepAlive, Do) for good: if a renewal is
 // in flight, it waits for that renewal's round trips to end (at most one
@@ -350,7 +358,7 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	}
 	l.finish(fmt.Errorf("%w: %q was released by Unlock", ErrLockLost, l.key), false)
 	l.mu.Lock()
-	until := l.until
+	until, lost := l.until, l.lost != nil
 	l.mu.Unlock()
 	if err := c.begin(); err != nil {
 		return err
@@ -367,6 +375,11 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	if !c.cfg.noPipeline {
 		if heir = c.queue.heir(l.name, l.token, !c.cfg.fencing, start, len(c.nodes)); heir != nil && heir.token != "" {
 			c.noteTTL(heir.heir.ttl) // before the nodes grant it (guard.go)
+			// The heir may start on our validity unless we know the
+			// lock lost (then it waits for the nodes' answer).
+			if !lost {
+				heir.prev = until
+			}
 		}
 	}
 	f := c.release(ctx, l.acq, l.name, l.token, l.waiter, heir, c.cfg.nodeTimeoutFor(l.ttl))
