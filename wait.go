@@ -276,8 +276,13 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 		if err == nil {
 			return l, nil
 		}
-		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+		if cerr := ctx.Err(); cerr != nil || errors.Is(err, ErrClosed) {
 			c.leaveQueue(ctx, name, wt, m, ttl)
+			if cerr != nil && !errors.Is(err, cerr) {
+				// ctx ended after the attempt's error was made: it must
+				// still match ctx's error, as documented.
+				err = &opError{msg: err.Error() + ": " + cerr.Error(), causes: []error{err, cerr}}
+			}
 			return nil, err
 		}
 		if w == nil {
