@@ -49,6 +49,7 @@ type handoff struct {
 	seen  []vote // the heir's votes as they arrive (guarded by mu)
 	t     tally  // their count (guarded by mu)
 	votes []vote // the heir's votes when decided: set before done is closed
+	lock  *Lock  // the heir's lock if taken before the decision (guarded by mu; see confirm)
 }
 
 // newHandoff returns the handoff of a lock to heir, with next waiting behind
@@ -87,12 +88,32 @@ func (h *handoff) arrive(i int, r result) {
 		v = voteNo
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	h.seen[i] = v
 	h.t.add(v)
-	if h.votes == nil && h.t.decided() {
-		h.votes = slices.Clone(h.seen)
-		close(h.done)
+	if h.votes != nil || !h.t.decided() {
+		h.mu.Unlock()
+		return
+	}
+	h.votes = slices.Clone(h.seen)
+	close(h.done)
+	l := h.lock
+	h.mu.Unlock()
+	if l != nil {
+		l.c.confirm(l, h)
+	}
+}
+
+// adopt records that the heir took the lock l before the decision; if the
+// decision is already in, it applies it at once (confirm).
+func (h *handoff) adopt(l *Lock) {
+	h.mu.Lock()
+	decided := h.votes != nil
+	if !decided {
+		h.lock = l
+	}
+	h.mu.Unlock()
+	if decided {
+		l.c.confirm(l, h)
 	}
 }
 
@@ -144,8 +165,7 @@ func (c *Client) inherit(ctx context.Context, key string, wt *waiter, h *handoff
 		if f := c.cfg.obs.Acquire; f != nil {
 			f(AcquireEvent{Key: key, TTL: ttl, Outcome: OutcomeOK, Elapsed: now.Sub(h.start), Validity: early.Sub(now), Nodes: c.nodeVotes(h.f, make([]vote, len(c.nodes)))})
 		}
-		c.wg.Add(1)
-		go c.confirm(l, h)
+		h.adopt(l)
 		return l, nil, nil
 	}
 	<-h.done // every node's release ends within its per-node timeout
@@ -184,15 +204,15 @@ func (c *Client) inherit(ctx context.Context, key string, wt *waiter, h *handoff
 	return nil, &miss{wait: -1, split: true, acq: rel, token: h.token}, err
 }
 
-// confirm applies the nodes' answer to the handoff h to the lock l that its
-// heir took before the answer (see inherit): a quorum handed it over, so
-// Until is raised as after an attempt sent with the release; or a quorum
-// refused (the released lock was no longer held), so l is lost. Too few
-// answers leave Until where it is. It runs on its own goroutine, counted in
-// c.wg.
+// confirm applies the decided handoff h to the lock l that its heir took
+// before the decision (see inherit): a quorum handed it over, so Until is
+// raised as after an attempt sent with the release; or a quorum refused
+// (the released lock was no longer held), so l is lost. Too few answers
+// leave Until where it is. It may run on a connection's reader (arrive): it
+// does not block, and ends a lost lock (observers, Do's hook) on a
+// goroutine of its own, counted in c.wg (a fan-out's node, still counted
+// there, is finishing, so the count is not zero).
 func (c *Client) confirm(l *Lock, h *handoff) {
-	defer c.wg.Done()
-	<-h.done
 	t := h.tally()
 	switch {
 	case t.reached():
@@ -204,7 +224,11 @@ func (c *Client) confirm(l *Lock, h *handoff) {
 		l.mu.Unlock()
 	case t.refusedByQuorum():
 		err := newOpError(context.Background(), "lock lost: handed over by this Client's Unlock, but a quorum no longer held the released lock", l.key, []error{ErrLockLost}, t, h.f.failures(h.votes))
-		l.finish(err, true)
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			l.finish(err, true)
+		}()
 	}
 }
 
