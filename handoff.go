@@ -40,7 +40,7 @@ type handoff struct {
 	next  *waiter   // the call after the heir, registered behind it by the release; or nil
 	token string    // the heir's token; "" to only keep the key for the heir
 	start time.Time // taken before the release was sent: the heir's validity counts from here
-	prev  time.Time // the released lock's Until: how long the nodes keep the key at least
+	prev  time.Time // the released lock's Until (how long the nodes keep the key at least); zero if it is known lost
 
 	f    *fanout       // the release; set before the heir is told (kick)
 	done chan struct{} // closed once the heir's outcome is decided
@@ -48,7 +48,8 @@ type handoff struct {
 	mu    sync.Mutex
 	seen  []vote // the heir's votes as they arrive (guarded by mu)
 	t     tally  // their count (guarded by mu)
-	votes []vote // the heir's votes when decided: set before done is closed
+	votes []vote // the heir's votes when decided, and
+	final tally  // their count: both set before done is closed
 	lock  *Lock  // the heir's lock if taken before the decision (guarded by mu; see confirm)
 }
 
@@ -94,7 +95,7 @@ func (h *handoff) arrive(i int, r result) {
 		h.mu.Unlock()
 		return
 	}
-	h.votes = slices.Clone(h.seen)
+	h.votes, h.final = slices.Clone(h.seen), h.t
 	close(h.done)
 	l := h.lock
 	h.mu.Unlock()
@@ -117,14 +118,8 @@ func (h *handoff) adopt(l *Lock) {
 	}
 }
 
-// tally counts the heir's votes; call after done.
-func (h *handoff) tally() tally {
-	t := tally{n: len(h.votes)}
-	for _, v := range h.votes {
-		t.add(v)
-	}
-	return t
-}
+// tally returns the count of the heir's votes; call after done.
+func (h *handoff) tally() tally { return h.final }
 
 // inherit is the heir wt's side of the handoff h (h.token set).
 //
