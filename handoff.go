@@ -51,6 +51,7 @@ type handoff struct {
 	votes []vote // the heir's votes when decided, and
 	final tally  // their count: both set before done is closed
 	lock  *Lock  // the heir's lock if taken before the decision (guarded by mu; see confirm)
+	ended bool   // lock was ended as lost (guarded by mu)
 }
 
 // newHandoff returns the handoff of a lock to heir, with next waiting behind
@@ -91,16 +92,20 @@ func (h *handoff) arrive(i int, r result) {
 	h.mu.Lock()
 	h.seen[i] = v
 	h.t.add(v)
-	if h.votes != nil || !h.t.decided() {
+	if h.votes == nil && h.t.decided() {
+		h.votes, h.final = slices.Clone(h.seen), h.t
+		close(h.done)
+	} else if h.votes == nil || !h.t.refusedByQuorum() {
 		h.mu.Unlock()
 		return
 	}
-	h.votes, h.final = slices.Clone(h.seen), h.t
-	close(h.done)
-	l := h.lock
+	// Decided now, or refused by a quorum after a decision that was only
+	// "a quorum can no longer hand it over": an early heir's lock must end
+	// as lost then too.
+	l, t, votes := h.lock, h.t, slices.Clone(h.seen)
 	h.mu.Unlock()
 	if l != nil {
-		l.c.confirm(l, h)
+		l.c.confirm(l, h, t, votes)
 	}
 }
 
@@ -108,13 +113,11 @@ func (h *handoff) arrive(i int, r result) {
 // decision is already in, it applies it at once (confirm).
 func (h *handoff) adopt(l *Lock) {
 	h.mu.Lock()
-	decided := h.votes != nil
-	if !decided {
-		h.lock = l
-	}
+	h.lock = l
+	decided, t, votes := h.votes != nil, h.t, slices.Clone(h.seen)
 	h.mu.Unlock()
 	if decided {
-		l.c.confirm(l, h)
+		l.c.confirm(l, h, t, votes)
 	}
 }
 
@@ -199,31 +202,43 @@ func (c *Client) inherit(ctx context.Context, key string, wt *waiter, h *handoff
 	return nil, &miss{wait: -1, split: true, acq: rel, token: h.token}, err
 }
 
-// confirm applies the decided handoff h to the lock l that its heir took
-// before the decision (see inherit): a quorum handed it over, so Until is
-// raised as after an attempt sent with the release; or a quorum refused
-// (the released lock was no longer held), so l is lost. Too few answers
-// leave Until where it is. It may run on a connection's reader (arrive): it
-// does not block, and ends a lost lock (observers, Do's hook) on a
-// goroutine of its own, counted in c.wg (a fan-out's node, still counted
-// there, is finishing, so the count is not zero).
-func (c *Client) confirm(l *Lock, h *handoff) {
-	t := h.tally()
+// confirm applies the handoff h's answers so far (t, votes) to the lock l
+// that its heir took before they were in (see inherit): a quorum handed it
+// over, so Until is raised as after an attempt sent with the release; or a
+// quorum refused (the released lock was no longer held), so l is lost. Too
+// few answers leave Until where it is. It may run on a connection's reader
+// (arrive): it does not block. It marks a lost lock at once (an Unlock of
+// l then hands no heir its validity, Extend refuses) and ends it
+// (observers, Do's hook) on a goroutine of its own, counted in c.wg (the
+// caller is counted there: a fan-out's node that is finishing, or inherit).
+func (c *Client) confirm(l *Lock, h *handoff, t tally, votes []vote) {
 	switch {
-	case t.reached():
-		up := h.start.Add(l.ttl - drift(l.ttl, c.cfg.driftFactor))
+	case t.refusedByQuorum():
+		h.mu.Lock()
+		first := !h.ended
+		h.ended = true
+		h.mu.Unlock()
+		if !first {
+			return
+		}
+		err := newOpError(context.Background(), "lock lost: handed over by this Client's Unlock, but a quorum no longer held the released lock", l.key, []error{ErrLockLost}, t, h.f.failures(votes))
 		l.mu.Lock()
-		if up.After(l.until) {
-			l.until = up
+		if l.lost == nil {
+			l.lost = err
 		}
 		l.mu.Unlock()
-	case t.refusedByQuorum():
-		err := newOpError(context.Background(), "lock lost: handed over by this Client's Unlock, but a quorum no longer held the released lock", l.key, []error{ErrLockLost}, t, h.f.failures(h.votes))
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
 			l.finish(err, true)
 		}()
+	case t.reached():
+		up := h.start.Add(l.ttl - drift(l.ttl, c.cfg.driftFactor))
+		l.mu.Lock()
+		if l.lost == nil && up.After(l.until) {
+			l.until = up
+		}
+		l.mu.Unlock()
 	}
 }
 
@@ -257,7 +272,7 @@ func (c *Client) dropHandoff(name string, h *handoff) {
 func (c *Client) unhand(ctx context.Context, name string, h *handoff) {
 	<-h.done
 	timeout := c.cfg.nodeTimeoutFor(h.heir.ttl)
-	if h.next != nil && !c.queue.line(h.next, h.f, nil) {
+	if h.next != nil && !c.queue.lineUnset(h.next, h.f) {
 		c.leaveQueue(ctx, name, h.next, &miss{acq: h.f}, h.next.ttl)
 	}
 	rel := c.release(ctx, h.f, name, h.token, "", nil, timeout)

@@ -282,3 +282,118 @@ func TestHandoffsLeaveNothingBehind(t *testing.T) {
 	require.NoError(t, err, "the key is free")
 	require.NoError(t, l.Unlock(ctx))
 }
+
+// proxied starts n servers behind fault proxies and a Client dialled to
+// the proxies.
+func proxied(t *testing.T, n int, opts ...Option) ([]*redistest.Server, []*faultproxy.Proxy, *Client) {
+	t.Helper()
+	servers := redistest.Start(t, n)
+	var proxies []*faultproxy.Proxy
+	var addrs []string
+	for _, s := range servers {
+		p, err := faultproxy.New(s.Addr)
+		require.NoError(t, err)
+		t.Cleanup(func() { p.Close() })
+		proxies = append(proxies, p)
+		addrs = append(addrs, p.Addr())
+	}
+	c, err := Dial(addrs, opts...)
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, c.Close()) })
+	return servers, proxies, c
+}
+
+// An Unlock that handed the lock over but reached too few nodes (three of
+// five dropped its release) leaves the released key there for the heir,
+// which started on its validity: a retried Unlock does not delete it, and
+// another Client cannot get the lock while the heir holds it.
+func TestUnlockRetryAfterHandoffKeepsHeirsKeys(t *testing.T) {
+	servers, proxies, c := proxied(t, 5, WithNodeTimeout(200*time.Millisecond))
+	ctx := context.Background()
+	first, second := handoffSetUp(t, servers, c, time.Minute)
+	for _, p := range proxies[2:] {
+		p.Blackhole()
+	}
+	unlocked := make(chan error, 1)
+	go func() { unlocked <- first.Unlock(ctx) }()
+	r2 := <-second
+	require.NoError(t, r2.err)
+	for _, p := range proxies[2:] {
+		p.Reset() // the held releases are dropped with the connections
+	}
+	require.Error(t, <-unlocked)
+	for _, p := range proxies[2:] {
+		p.Heal()
+	}
+	err := first.Unlock(ctx)
+	require.ErrorIs(t, err, ErrLockLost)
+	assert.Contains(t, err.Error(), "handed over by an earlier Unlock")
+	for _, s := range servers[2:] {
+		v, _ := holder(t, s, "k")
+		assert.Equal(t, first.Token(), v, "%s: the released key stays for the heir", s.Addr)
+	}
+	require.True(t, time.Until(r2.l.Until()) > 10*time.Second)
+	_, err = dial(t, servers).TryLock(ctx, "k", time.Second)
+	require.ErrorIs(t, err, ErrNotObtained, "nobody else gets the lock the heir holds")
+}
+
+// Refusals that arrive after the handoff was decided on "a quorum can no
+// longer hand it over" (one node failed, two refused) still end an early
+// heir's lock once they make a quorum, as the releasing Unlock reports the
+// loss.
+func TestHandoffLateRefusalsEndHeir(t *testing.T) {
+	servers, proxies, c := proxied(t, 5, WithNodeTimeout(2*time.Second))
+	ctx := context.Background()
+	first, second := handoffSetUp(t, servers, c, time.Minute)
+	for _, s := range servers[1:] {
+		_, err := s.Do("DEL", "k") // first was lost (outside Redlock's assumptions)
+		require.NoError(t, err)
+	}
+	proxies[0].Blackhole()
+	proxies[1].Delay(100 * time.Millisecond)
+	proxies[2].Delay(100 * time.Millisecond)
+	proxies[3].Delay(500 * time.Millisecond)
+	proxies[4].Delay(500 * time.Millisecond)
+	unlocked := make(chan error, 1)
+	go func() { unlocked <- first.Unlock(ctx) }()
+	r2 := <-second
+	require.NoError(t, r2.err)
+	proxies[0].Reset()
+	require.ErrorIs(t, <-unlocked, ErrLockLost)
+	select {
+	case <-r2.l.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the heir still holds, Until in %v", time.Until(r2.l.Until()))
+	}
+	require.ErrorIs(t, r2.l.Extend(ctx, time.Minute), ErrLockLost)
+	for _, p := range proxies {
+		p.Heal()
+	}
+	require.ErrorIs(t, r2.l.Unlock(ctx), ErrLockLost)
+}
+
+// Two Unlocks of one lock at once hand it over once: no second handed
+// token is left on the nodes with nobody to release it.
+func TestConcurrentUnlocksHandOverOnce(t *testing.T) {
+	for range 5 {
+		servers := redistest.Start(t, 3)
+		c := dial(t, servers)
+		ctx := context.Background()
+		first, second := handoffSetUp(t, servers, c, time.Minute)
+		errs := make(chan error, 2)
+		start := make(chan struct{})
+		for range 2 {
+			go func() { <-start; errs <- first.Unlock(ctx) }()
+		}
+		close(start)
+		r2 := <-second
+		require.NoError(t, r2.err)
+		e1, e2 := <-errs, <-errs
+		assert.True(t, e1 == nil || e2 == nil, "one Unlock released: %v / %v", e1, e2)
+		require.NoError(t, r2.l.Unlock(ctx))
+		for i, s := range servers {
+			v, pttl := holder(t, s, "k")
+			assert.Empty(t, v, "node %d still holds a key (pttl %d) after every holder unlocked", i, pttl)
+		}
+	}
+}

@@ -21,10 +21,18 @@ type Lock struct {
 	acq    *fanout   // the successful acquire; later operations wait for its stragglers
 	start  time.Time // when the successful attempt started (monotonic)
 
+	// unlockMu serialises Unlock calls: once one has handed the lock over
+	// (handed), the nodes where its release did not land keep this lock's
+	// key for the heir, and no later Unlock may delete it there.
+	unlockMu  sync.Mutex
+	handed    *handoff // guarded by unlockMu
+	handedErr error    // the handing Unlock's result; guarded by unlockMu
+
 	mu       sync.Mutex // taken after the Client's watchdog mutex, never before it
 	until    time.Time
 	unlocked bool
-	lost     error         // set once auto-extension gave the lock up; final
+	refused  bool          // an Extend found a quorum refusing: the lock is provably lost
+	lost     error         // set once auto-extension (or a handoff's answer) gave the lock up; final
 	ended    error         // why Done closed (Unlock, expiry, loss, Close); nil while open
 	done     chan struct{} // created by the first Done call, or closed at the end
 	watch    *watchEntry   // the watchdog's entry, once Done or KeepAlive was called; set once
@@ -300,6 +308,9 @@ func (l *Lock) settleExtend(ctx context.Context, start, until time.Time, ttl tim
 	case t.reached():
 		return newOpError(ctx, "extension reached a quorum only after the lock's validity ended", l.key, []error{ErrLockLost}, t, failed)
 	case t.refusedByQuorum():
+		l.mu.Lock()
+		l.refused = true // Unlock hands no heir this lock's validity
+		l.mu.Unlock()
 		return newOpError(ctx, "lock lost: a quorum no longer holds it", l.key, []error{ErrLockLost}, t, failed)
 	case !now.Before(until):
 		return newOpError(ctx, "lock expired during the extension", l.key, []error{ErrLockLost}, t, failed)
@@ -323,7 +334,9 @@ func (l *Lock) settleExtend(ctx context.Context, start, until time.Time, ttl tim
 // if the lock was no longer held (so many nodes answered "not ours" that no
 // quorum held it, or Until had passed), and one matching ErrQuorumUnreachable
 // when too few nodes answered to tell. Unlock may be called again, for
-// example after ErrQuorumUnreachable; every call attempts every node.
+// example after ErrQuorumUnreachable; every call attempts every node,
+// except after an Unlock that handed the lock over (below): then it
+// returns an error matching ErrLockLost and leaves the nodes alone.
 //
 // If a Lock call of the same Client waits for this key behind this lock,
 // Unlock may hand the lock straight to it: the nodes that release then set
@@ -343,6 +356,13 @@ func (l *Lock) Unlock(ctx context.Context) error {
 		return err
 	}
 	c := l.c
+	l.unlockMu.Lock()
+	defer l.unlockMu.Unlock()
+	if l.handed != nil {
+		// Where the handing release did not land, this lock's key is what
+		// the heir may still rely on: leave it to its TTL.
+		return fmt.Errorf("%w: %q was handed over by an earlier Unlock to another Lock call of this Client (that Unlock returned: %v); nodes its release did not reach keep the key until its TTL", ErrLockLost, l.key, l.handedErr)
+	}
 	l.mu.Lock()
 	l.unlocked = true
 	e := l.watch
@@ -358,7 +378,7 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	}
 	l.finish(fmt.Errorf("%w: %q was released by Unlock", ErrLockLost, l.key), false)
 	l.mu.Lock()
-	until, lost := l.until, l.lost != nil
+	until, lost := l.until, l.lost != nil || l.refused
 	l.mu.Unlock()
 	if err := c.begin(); err != nil {
 		return err
@@ -387,6 +407,9 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	if heir != nil {
 		heir.f = f
 		orphan = !c.queue.kick(heir) && heir.token != ""
+		if heir.token != "" {
+			l.handed = heir
+		}
 	}
 	t, votes := f.collect(tally.held)
 	// Returning at the quorum would leave the other nodes that granted us
@@ -414,6 +437,9 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	}
 	if obs := c.cfg.obs.Unlock; obs != nil {
 		obs(UnlockEvent{Key: l.key, Outcome: outcomeOf(ctx, err), Elapsed: now.Sub(start), Held: now.Sub(l.start), Nodes: c.nodeVotes(f, votes), Err: err})
+	}
+	if l.handed != nil {
+		l.handedErr = err
 	}
 	return err
 }

@@ -586,7 +586,7 @@ func (q *keyQueue) heir(name, token string, direct bool, now time.Time, n int) *
 func (q *keyQueue) kick(h *handoff) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if h.heir.gone {
+	if h.heir.gone || h.heir.handoff != nil { // gone, or handed another lock it has not taken yet
 		return false
 	}
 	h.heir.handoff = h
@@ -595,6 +595,18 @@ func (q *keyQueue) kick(h *handoff) bool {
 	default:
 	}
 	return true
+}
+
+// lineUnset records that acq registered wt behind its head unless a
+// registration is recorded already (line); it reports false if wt has
+// left its queue, as line does.
+func (q *keyQueue) lineUnset(wt *waiter, acq *fanout) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if wt.lined == nil {
+		wt.lined = acq
+	}
+	return !wt.gone
 }
 
 // takeHandoff returns the lock handed to wt, if any, which wt now owns.
