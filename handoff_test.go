@@ -128,10 +128,9 @@ func TestHandoffOnTooFewNodes(t *testing.T) {
 		{"heir took it at once", time.Minute, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			servers := redistest.Start(t, 5)
 			var mu sync.Mutex
 			var events []AcquireEvent
-			c := dial(t, servers, WithObserver(Observer{Acquire: func(e AcquireEvent) {
+			servers, proxies, c := proxied(t, 5, WithObserver(Observer{Acquire: func(e AcquireEvent) {
 				mu.Lock()
 				events = append(events, e)
 				mu.Unlock()
@@ -141,6 +140,11 @@ func TestHandoffOnTooFewNodes(t *testing.T) {
 			for _, s := range servers[:3] {
 				_, err := s.Do("DEL", "k")
 				require.NoError(t, err)
+			}
+			// Answers come late enough that an heir that may start early
+			// always does, however slowly it is scheduled.
+			for _, p := range proxies {
+				p.Delay(100 * time.Millisecond)
 			}
 			mu.Lock()
 			events = nil
@@ -311,6 +315,13 @@ func TestUnlockRetryAfterHandoffKeepsHeirsKeys(t *testing.T) {
 	servers, proxies, c := proxied(t, 5, WithNodeTimeout(200*time.Millisecond))
 	ctx := context.Background()
 	first, second := handoffSetUp(t, servers, c, time.Minute)
+	// first's attempt may have been refused by a node that the release of
+	// the lock it waited for had not reached yet.
+	had := map[string]bool{}
+	for _, s := range servers {
+		v, _ := holder(t, s, "k")
+		had[s.Addr] = v == first.Token()
+	}
 	for _, p := range proxies[2:] {
 		p.Blackhole()
 	}
@@ -329,8 +340,10 @@ func TestUnlockRetryAfterHandoffKeepsHeirsKeys(t *testing.T) {
 	require.ErrorIs(t, err, ErrLockLost)
 	assert.Contains(t, err.Error(), "handed over by an earlier Unlock")
 	for _, s := range servers[2:] {
-		v, _ := holder(t, s, "k")
-		assert.Equal(t, first.Token(), v, "%s: the released key stays for the heir", s.Addr)
+		if had[s.Addr] {
+			v, _ := holder(t, s, "k")
+			assert.Equal(t, first.Token(), v, "%s: the released key stays for the heir", s.Addr)
+		}
 	}
 	require.True(t, time.Until(r2.l.Until()) > 10*time.Second)
 	_, err = dial(t, servers).TryLock(ctx, "k", time.Second)

@@ -407,8 +407,8 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	if heir != nil {
 		heir.f = f
 		orphan = !c.queue.kick(heir) && heir.token != ""
-		if heir.token != "" {
-			l.handed = heir
+		if !orphan && !heir.prev.IsZero() {
+			l.handed = heir // the heir may start on our keys
 		}
 	}
 	t, votes := f.collect(tally.held)
