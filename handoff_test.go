@@ -195,19 +195,7 @@ func TestHandoffOnTooFewNodes(t *testing.T) {
 // long before Unlock does, with the released lock's Until (the heir asked
 // for more), raised once the nodes confirm.
 func TestHandoffBeforeNodesAnswer(t *testing.T) {
-	servers := redistest.Start(t, 3)
-	var proxies []*faultproxy.Proxy
-	var addrs []string
-	for _, s := range servers {
-		p, err := faultproxy.New(s.Addr)
-		require.NoError(t, err)
-		t.Cleanup(func() { p.Close() })
-		proxies = append(proxies, p)
-		addrs = append(addrs, p.Addr())
-	}
-	c, err := Dial(addrs)
-	require.NoError(t, err)
-	t.Cleanup(func() { assert.NoError(t, c.Close()) })
+	servers, proxies, c := proxied(t, 3)
 	ctx := context.Background()
 	const ttl2 = 90 * time.Second // more than first's minute, less than twice
 	first, second := handoffSetUp(t, servers, c, ttl2)

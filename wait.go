@@ -35,11 +35,12 @@ const (
 	// MaxHandoffsInClient is how many times in a row a Client hands a lock
 	// from one of its Lock calls to the next while other Clients wait, each
 	// call at most once (calls that were queued when the streak began).
-	// Such a handoff costs one round trip (the release hands the key to the
-	// next call, handoff.go) instead of two (a release, then the named
-	// waiter's attempt), and no process switch; the
-	// bound keeps other Clients' waiters from waiting more than that many
-	// handoffs per Client ahead of them.
+	// Such a handoff is one script run per node (the release hands the key
+	// to the next call, which usually need not wait for the answers;
+	// handoff.go) instead of two round trips (a release, then the named
+	// waiter's attempt), and no process switch; the bound keeps other
+	// Clients' waiters from waiting more than that many handoffs per
+	// Client ahead of them.
 	MaxHandoffsInClient = 8
 )
 
