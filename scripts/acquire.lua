@@ -33,6 +33,6 @@ else
   end
 end
 if ARGV[7] ~= '' then
-  queue_behind(KEYS[2], KEYS[3], ARGV[7], ARGV[8], r[2] or tonumber(ARGV[2]), ARGV[5], ARGV[6])
+  queue_behind(KEYS[2], KEYS[3], ARGV[7], ARGV[8], r[2] or tonumber(ARGV[2]), ARGV[5], ARGV[6], queue_now())
 end
 return r

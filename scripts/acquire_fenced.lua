@@ -20,7 +20,7 @@
 -- formatted with %.0f because Redis would print a Lua number with %.14g.
 local function behind(wait)
   if ARGV[8] ~= '' then
-    queue_behind(KEYS[3], KEYS[4], ARGV[8], ARGV[9], wait, ARGV[6], ARGV[7])
+    queue_behind(KEYS[3], KEYS[4], ARGV[8], ARGV[9], wait, ARGV[6], ARGV[7], queue_now())
   end
 end
 local v = redis.call('GET', KEYS[1])

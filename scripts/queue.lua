@@ -10,11 +10,16 @@
 -- that crashed holds the others up for at most that. Safety does not depend
 -- on the queue: it only ever adds refusals.
 
--- queue_prune drops the expired entries of queue q (expiries in qx) and
--- returns the node's time in milliseconds.
-local function queue_prune(q, qx)
+-- queue_now returns the node's time in milliseconds.
+local function queue_now()
   local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- queue_prune drops the expired entries of queue q (expiries in qx) and
+-- returns the node's time in milliseconds: now if given, else read.
+local function queue_prune(q, qx, now)
+  now = now or queue_now()
   local gone = redis.call('ZRANGEBYSCORE', qx, '-inf', now)
   for i = 1, #gone, 256 do
     local j = math.min(i + 255, #gone)
@@ -26,12 +31,13 @@ end
 
 -- queue_next returns the id of the first live waiter in q, or '', and the
 -- first one after it of another Client (whose id starts with another
--- 8-character prefix), or ''.
-local function queue_next(q, qx)
-  if redis.call('EXISTS', q) == 0 then
+-- 8-character prefix), or ''. now is the node's time in milliseconds if
+-- the caller has it (and then knows that q exists), or nil.
+local function queue_next(q, qx, now)
+  if not now and redis.call('EXISTS', q) == 0 then
     return '', ''
   end
-  queue_prune(q, qx)
+  queue_prune(q, qx, now)
   local ids = redis.call('ZRANGE', q, 0, 7)
   local first = ids[1] or ''
   for i = 2, #ids do
@@ -44,8 +50,10 @@ end
 
 -- queue_keep sets the expiry of waiter id's entry (already in q): it lives
 -- as long as the waiter may sleep before its next attempt, min(wait, cap)
--- (wait -1: unknown), plus grace; the sets live as long as their longest
--- entry may.
+-- (wait -1: unknown), plus grace; the sets live at least as long as their
+-- longest entry may. When their TTL must grow, it grows by a quarter more,
+-- so that the renewals that follow within that quarter (one per handoff
+-- on a busy key) need not touch it.
 local function queue_keep(q, qx, id, now, wait, cap, grace)
   local life = tonumber(cap)
   if wait >= 0 and wait < life then
@@ -54,6 +62,7 @@ local function queue_keep(q, qx, id, now, wait, cap, grace)
   life = life + tonumber(grace)
   redis.call('ZADD', qx, now + life, id)
   if redis.call('PTTL', q) < life then
+    life = life + math.floor(life / 4)
     redis.call('PEXPIRE', q, life)
     redis.call('PEXPIRE', qx, life)
   end
@@ -106,10 +115,9 @@ end
 -- queue_behind registers waiter id (rank) as well: the next waiting call of
 -- the caller's Client, which will wait behind the caller without an attempt
 -- of its own (wait.go). wait is how long it may have to sleep: the caller's
--- ttl if the caller got the key, else the caller's wait.
-local function queue_behind(q, qx, id, rank, wait, cap, grace)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- ttl if the caller got the key, else the caller's wait. now is the node's
+-- time in milliseconds.
+local function queue_behind(q, qx, id, rank, wait, cap, grace, now)
   redis.call('ZADD', q, 'LT', rank, id)
   queue_keep(q, qx, id, now, wait, cap, grace)
 end

@@ -29,30 +29,54 @@
 -- since the key may have been kept for it. PUBLISH goes through pcall: a node whose ACL
 -- forbids the channel must still report the release it did, since a
 -- script's writes are not rolled back by a later error.
+
+-- others_wait tells a releasing Lock call whether waiters of other Clients
+-- are queued (2 instead of 1, 4 instead of 3): its Client then bounds the
+-- handoffs among its own calls (wait.go), which no announcement tells it
+-- when the key went to an heir.
+local function others_wait(next, other)
+  return ARGV[3] ~= '' and (other ~= '' or (next ~= '' and string.sub(next, 1, 8) ~= string.sub(ARGV[3], 1, 8)))
+end
 local r = 0
+local handto = ARGV[6] or ''
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
   r = 1
+  if handto == '' then
+    redis.call('DEL', KEYS[1])
+  end
+end
+if r == 1 and handto ~= '' then
+  -- Handed over: the heir holds the key from now for its ttl, as if its
+  -- own attempt had set it (SET replaces our token), and leaves the queue,
+  -- as we do; its validity counts from when this release was sent
+  -- (wait.go). The fewest commands: this runs once per handoff.
+  redis.call('SET', KEYS[1], handto, 'PX', ARGV[7])
+  if ARGV[3] ~= '' then
+    redis.call('ZREM', KEYS[2], ARGV[3], ARGV[4])
+    redis.call('ZREM', KEYS[3], ARGV[3], ARGV[4])
+  else
+    redis.call('ZREM', KEYS[2], ARGV[4])
+    redis.call('ZREM', KEYS[3], ARGV[4])
+  end
+  local now
+  if ARGV[8] ~= '' then
+    now = queue_now()
+    queue_behind(KEYS[2], KEYS[3], ARGV[8], ARGV[9], tonumber(ARGV[7]), ARGV[10], ARGV[5], now)
+  end
+  local next, other = queue_next(KEYS[2], KEYS[3], now)
+  r = 3
+  if others_wait(next, other) then
+    r = r + 1
+  end
+  return r
 end
 local left = false
 if ARGV[3] ~= '' and redis.call('ZREM', KEYS[2], ARGV[3]) == 1 then
   redis.call('ZREM', KEYS[3], ARGV[3])
   left = redis.call('EXISTS', KEYS[1]) == 0
 end
-local handto = ARGV[6] or ''
 if r == 1 then
-  if handto ~= '' then
-    -- Handed over: the heir holds the key from now for its ttl, as if its
-    -- own attempt had set it, and leaves the queue; its validity counts
-    -- from when this release was sent (wait.go).
-    redis.call('SET', KEYS[1], handto, 'PX', ARGV[7])
-    redis.call('ZREM', KEYS[2], ARGV[4])
-    redis.call('ZREM', KEYS[3], ARGV[4])
-    if ARGV[8] ~= '' then
-      queue_behind(KEYS[2], KEYS[3], ARGV[8], ARGV[9], tonumber(ARGV[7]), ARGV[10], ARGV[5])
-    end
-    r = 3
-  elseif ARGV[4] ~= '' then
+  if ARGV[4] ~= '' then
     -- The heir goes first (rank 0) for as long as its attempt may take;
     -- the entry then expires, or its attempt takes the key and removes it.
     local now = queue_prune(KEYS[2], KEYS[3])
@@ -63,11 +87,7 @@ if r == 1 then
   if ARGV[4] == '' then
     redis.pcall('PUBLISH', ARGV[2], ARGV[1] .. ' ' .. next .. ' ' .. other)
   end
-  -- Tell a releasing Lock call whether waiters of other Clients are queued
-  -- (2 instead of 1, 4 instead of 3): its Client then bounds the handoffs among its own
-  -- calls (wait.go), which no announcement tells it when the key went to an
-  -- heir.
-  if ARGV[3] ~= '' and (other ~= '' or (next ~= '' and string.sub(next, 1, 8) ~= string.sub(ARGV[3], 1, 8))) then
+  if others_wait(next, other) then
     r = r + 1
   end
 elseif left then
