@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -95,6 +96,13 @@ type fanout struct {
 	// fan-out's owner (the goroutine that started it) reads arrived and
 	// touches cancelled.
 	cancelled <-chan struct{}
+
+	// kept is set by the owner once the fan-out succeeded (an acquire that
+	// won the lock): from then on, the end of ctx no longer stops nodes on
+	// the blocking path (still in first contact or dialing), which go on
+	// under their own timeouts, so that the lock is held on every node
+	// that answers in time and not only on the quorum that was first.
+	kept atomic.Bool
 
 	mu sync.Mutex // guards the slots' state below
 }
@@ -307,8 +315,16 @@ func (s *slot) goSlow(prior *result, sc *script, args []interface{}) {
 				d.waitOn(s.i)
 			}
 		}
-		nctx, cancel := context.WithTimeout(context.WithValue(f.ctx, nodeTimeoutKey{}, f.timeout), f.timeout)
+		// The caller's cancellation stops the node unless the fan-out has
+		// succeeded by then (kept).
+		nctx, cancel := context.WithTimeout(context.WithValue(context.WithoutCancel(f.ctx), nodeTimeoutKey{}, f.timeout), f.timeout)
 		defer cancel()
+		stop := context.AfterFunc(f.ctx, func() {
+			if !f.kept.Load() {
+				cancel()
+			}
+		})
+		defer stop()
 		var t0 time.Time
 		if f.took != nil {
 			t0 = c.cfg.clock.Now()
@@ -401,7 +417,11 @@ func (s *slot) resend() bool {
 // timedOut reports that the node's per-node timeout has passed.
 func (f *fanout) classify(i int, r result, timedOut bool) result {
 	if r.vote == voteFail {
-		r.err = nodeErr(f.ctx, timedOut, f.c.nodes[i].addr, f.timeout, r.err)
+		ctx := f.ctx
+		if f.kept.Load() { // a straggler's failure is its own, not the caller's end
+			ctx = context.Background()
+		}
+		r.err = nodeErr(ctx, timedOut, f.c.nodes[i].addr, f.timeout, r.err)
 	}
 	return r
 }
@@ -411,7 +431,8 @@ func (f *fanout) classify(i int, r result, timedOut bool) result {
 // for it and launches the slots that follow it. cancelling finishes only a
 // node whose command is queued on a connection or not yet sent: a node on
 // the blocking path is finished by its goroutine, promptly since its context
-// derives from the caller's, so that nothing follows it before it is sent.
+// ends with the caller's (unless the fan-out is kept), so that nothing
+// follows it before it is sent.
 func (f *fanout) finish(i int, r result, t0 time.Time, cancelling bool) {
 	var took time.Duration
 	if f.took != nil && !t0.IsZero() {

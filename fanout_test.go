@@ -143,6 +143,45 @@ func TestCancelledBeforeStart(t *testing.T) {
 	}
 }
 
+// A node still in first contact when Lock wins the lock on the others gets
+// the lock too, even though the caller's context ends as Lock returns (the
+// idiomatic deferred cancel): the lock is held on every node that answers in
+// time, not only on the first quorum. redlock exec ends the wait's context
+// right after Lock returns and used to leave the slowest node without it.
+func TestFirstContactGoesOnAfterLockReturns(t *testing.T) {
+	servers, proxies, c := proxied(t, 3, WithNodeTimeout(3*time.Second))
+	proxies[2].Delay(100 * time.Millisecond) // first contact: several round trips of 200 ms
+	ctx, cancel := context.WithCancel(context.Background())
+	l, err := c.Lock(ctx, "k", 30*time.Second)
+	cancel()
+	require.NoError(t, err)
+	v, _ := holder(t, servers[2], "k")
+	require.Empty(t, v, "the slow node is still in first contact when Lock returns")
+	assert.Eventually(t, func() bool { v, _ := holder(t, servers[2], "k"); return v == l.Token() },
+		10*time.Second, 5*time.Millisecond, "the slow node never got the lock")
+	require.NoError(t, l.Unlock(context.Background()))
+	keyGone(t, servers, "k", 5*time.Second)
+}
+
+// Before the decision, the caller's context ending stops nodes in first
+// contact at once: the attempt does not wait for them.
+func TestCancelDuringFirstContact(t *testing.T) {
+	servers, proxies, c := proxied(t, 3, WithNodeTimeout(10*time.Second))
+	proxies[1].Delay(time.Second)
+	proxies[2].Delay(time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := c.TryLock(ctx, "k", 20*time.Second)
+	took := time.Since(start)
+	require.ErrorIs(t, err, ErrNotObtained)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Less(t, took, time.Second, "the attempt waited for nodes in first contact")
+	proxies[1].Heal()
+	proxies[2].Heal()
+	keyGone(t, servers, "k", 5*time.Second)
+}
+
 // TestAllocsPerCycle pins the allocations of one TryLock+Unlock cycle on 5
 // nodes (measured: 37; the hand-written redigo fan-out in bench/ makes 79,
 // and the target is at most 1.2 times that). Allocations of the

@@ -377,6 +377,9 @@ func (c *Client) attempt(ctx context.Context, key string, ttl time.Duration, w, 
 	d := drift(ttl, c.cfg.driftFactor)
 	v := validity(ttl, elapsed, d)
 	if t.reached() && v > 0 {
+		// Nodes still in first contact go on even if ctx ends now.
+		acq.kept.Store(true)
+		last.kept.Store(true)
 		l := &Lock{c: c, key: key, name: name, token: token, waiter: w.ident(), fence: fence, ttl: ttl, acq: acq, start: start, until: start.Add(ttl - d)}
 		if f := c.cfg.obs.Acquire; f != nil {
 			f(AcquireEvent{Key: key, TTL: ttl, Outcome: OutcomeOK, Elapsed: elapsed, Validity: v, Fence: fence, Nodes: c.nodeVotes(last, votes)})
