@@ -228,7 +228,9 @@ func (c *Client) onConnect(ctx context.Context, n *node, conn redis.Conn) error 
 	if !known {
 		return nil // first contact is in progress on this very connection
 	}
-	reply, err := redis.String(redis.DoContext(conn, ctx, "INFO", "server"))
+	// Plain INFO, as at first contact: servers that only speak part of
+	// Redis (miniredis, some proxies) refuse INFO's sections.
+	reply, err := redis.String(redis.DoContext(conn, ctx, "INFO"))
 	if err != nil {
 		return err // a failed dial, as the operation that dialled reports it
 	}

@@ -106,6 +106,32 @@ func TestRestartGuardKeepsRestartedNodeOut(t *testing.T) {
 	assert.GreaterOrEqual(t, time.Since(restarted), ttl, "not before the window")
 }
 
+// A restart noticed without any failed command - the connection to the old
+// process was found closed while idle, and replaced before anything was sent
+// on it - starts the guard all the same: the new connection's INFO is
+// checked before the command that needed it runs. (With the pipelined
+// transport the per-connection check was never installed, and this first
+// TryLock counted the restarted, empty node.)
+func TestRestartFoundOnIdleConnection(t *testing.T) {
+	servers, c := cluster(t, 3)
+	ctx := context.Background()
+	ttl := 10 * time.Second
+	l, err := c.TryLock(ctx, "k", ttl)
+	require.NoError(t, err)
+	require.NoError(t, l.Unlock(ctx))
+
+	require.NoError(t, servers[0].Restart())
+	time.Sleep(2 * idleCheckAfter) // the connection is checked before its next command
+	l, err = c.TryLock(ctx, "k", ttl)
+	require.NoError(t, err, "two healthy nodes of three still make a quorum")
+	assert.NotContains(t, grantedBy(t, servers, l), servers[0].Addr, "a restarted node must not count during its guard")
+	c.nodes[0].mu.Lock()
+	guarded := c.guardedErr(c.nodes[0])
+	c.nodes[0].mu.Unlock()
+	require.ErrorIs(t, guarded, ErrNodeGuarded, "the restart was detected by the first operation")
+	require.NoError(t, l.Unlock(ctx))
+}
+
 func TestRestartGuardOff(t *testing.T) {
 	servers, c := cluster(t, 3, WithoutRestartGuard())
 	ctx := context.Background()

@@ -92,7 +92,7 @@ func (c *Client) ready(ctx context.Context, n *node) error {
 		return reject
 	}
 	if done && recheck {
-		reply, err := redis.String(n.t.do(ctx, "INFO", "server"))
+		reply, err := redis.String(n.t.do(ctx, "INFO")) // as at first contact (see onConnect)
 		if err != nil {
 			return fmt.Errorf("restart check (INFO): %w", err)
 		}

@@ -130,11 +130,16 @@ func WithKeyPrefix(prefix string) Option {
 }
 
 // WithPipelining chooses the node transport (default true). With
-// pipelining, each node gets one long-lived connection, taken from its pool
-// (the Pool given to New, or the one Dial creates) for the Client's lifetime
-// and returned by Close; the commands of all goroutines share it and are
-// written and read in batches. Without it, every command borrows a
-// connection from the pool for one round trip (redigo's DoContext).
+// pipelining, each node gets one long-lived connection (taken from the Pool
+// given to New for the Client's lifetime and returned by Close, or dialled
+// by Dial's own dialer); the commands of all goroutines share it and are
+// written and read in batches. A connection the node closed while idle
+// (Redis's `timeout`, a proxy's or a firewall's idle limit) is replaced
+// before the next command is sent on it, on Unix systems and with Dial, whose
+// dialer sees the socket; with a Pool given to New, or elsewhere, that
+// command fails on that node, as after a node restart. Without pipelining,
+// every command borrows a connection from the pool for one round trip
+// (redigo's DoContext; a pool's TestOnBorrow can check it).
 // Subscriptions for wake-on-release always use connections of their own.
 func WithPipelining(enabled bool) Option {
 	return func(c *config) error {

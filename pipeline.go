@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +31,14 @@ import (
 // outcome-unknown timeout (the lock layer treats that like any timed-out
 // acquire and releases on that node) and the connection is replaced on the
 // next call. A slow node stalls only its own connection.
+//
+// Idle connections: a node, a proxy or a firewall may close a connection
+// nobody used for a while (Redis's `timeout`). A command written to it would
+// fail with an unknown outcome, on every node at once after a quiet spell.
+// So the first command after an idle spell first peeks at the socket
+// (peerClosed, where the socket is known): a connection the node closed is
+// given up before anything is written, and the command goes out on a new
+// one, its outcome known (not sent).
 
 // pipeTransport is the transport of one node over a pipelined connection.
 type pipeTransport struct {
@@ -88,7 +97,14 @@ func (t *pipeTransport) pipe(ctx context.Context) (*pipe, error) {
 func (t *pipeTransport) dial(done chan struct{}) {
 	defer t.wg.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), pipeDialTimeout)
-	c, err := t.pool.pool.GetContext(ctx)
+	var c redis.Conn
+	var nc net.Conn
+	var err error
+	if t.pool.dial != nil {
+		c, nc, err = t.pool.dial(ctx) // our own dialer: the socket can be checked (peerClosed)
+	} else {
+		c, err = t.pool.pool.GetContext(ctx)
+	}
 	cancel()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -97,7 +113,7 @@ func (t *pipeTransport) dial(done chan struct{}) {
 		if t.closed {
 			c.Close()
 		} else {
-			t.cur = newPipe(c, &t.wg)
+			t.cur = newPipe(c, nc, t.pool.onClosed, &t.wg)
 		}
 	}
 	close(done)
@@ -252,7 +268,9 @@ func (q *calls) drain() []call {
 
 // pipe is one pipelined connection.
 type pipe struct {
-	c redis.Conn
+	c        redis.Conn
+	nc       net.Conn    // the socket under c, if known (our own dialer): checked after an idle spell
+	onClosed func(error) // told when that check finds the connection closed; may be nil
 
 	mu      sync.Mutex    // guards the fields below and Send on c
 	waiting calls         // sent (or buffered), in order, awaiting replies
@@ -262,12 +280,13 @@ type pipe struct {
 	// unflushed: commands were buffered since the last flush; idle: the
 	// reader waits for commands (on recv), and flushes them itself.
 	unflushed, idle bool
+	idleSince       time.Time     // when the reader last became idle
 	flush           chan struct{} // wakes the writer
 	recv            chan struct{} // wakes an idle reader
 }
 
-func newPipe(c redis.Conn, wg *sync.WaitGroup) *pipe {
-	p := &pipe{c: c, deadCh: make(chan struct{}), flush: make(chan struct{}, 1), recv: make(chan struct{}, 1)}
+func newPipe(c redis.Conn, nc net.Conn, onClosed func(error), wg *sync.WaitGroup) *pipe {
+	p := &pipe{c: c, nc: nc, onClosed: onClosed, deadCh: make(chan struct{}), flush: make(chan struct{}, 1), recv: make(chan struct{}, 1)}
 	wg.Add(2)
 	go func() { defer wg.Done(); p.writer() }()
 	go func() { defer wg.Done(); p.reader() }()
@@ -280,15 +299,42 @@ func (p *pipe) alive() bool {
 	return p.dead == nil
 }
 
+// idleCheckAfter is how long a connection must have been idle before its
+// next command checks that the node has not closed it meanwhile
+// (peerClosed): a server's idle timeout (Redis's `timeout`), a proxy's or a
+// firewall's. Shorter spells are not checked: the check is a system call,
+// and a busy connection would pay it on every fan-out.
+const idleCheckAfter = 100 * time.Millisecond
+
+// errClosedWhileIdle is the cause when the node closed a connection while no
+// command was outstanding on it; the command that found it is sent again on
+// a new connection.
+var errClosedWhileIdle = errors.New("redlock: connection closed by the node while idle")
+
 // send queues a command whose reply is due by deadline, for the writer to
 // flush; to receives the outcome. It fails with a *notSentError, and to is
-// never called, if the connection is already dead.
+// never called, if the connection is already dead, or if after an idle
+// spell the node turns out to have closed it.
 func (p *pipe) send(deadline time.Time, to completer, cmd string, args []interface{}) error {
 	p.mu.Lock()
 	if p.dead != nil {
 		err := p.dead
 		p.mu.Unlock()
 		return &notSentError{err: err, pipe: p}
+	}
+	if p.idle && p.nc != nil && p.waiting.n == 0 && time.Since(p.idleSince) >= idleCheckAfter {
+		// Nothing is in flight and the reader is not reading: peeking at
+		// the socket races with nobody.
+		if err := peerClosed(p.nc); err != nil {
+			abort(p.c)
+			p.broken = err
+			p.mu.Unlock()
+			if p.onClosed != nil {
+				p.onClosed(err) // before the caller's next look at the node
+			}
+			signal(p.recv) // the reader fails the pipe; the caller goes to a new one
+			return &notSentError{err: err, pipe: p}
+		}
 	}
 	if err := p.c.Send(cmd, args...); err != nil {
 		// redigo buffers Send; an error means the connection already
@@ -412,6 +458,7 @@ func (p *pipe) reader() {
 	for {
 		p.mu.Lock()
 		if p.waiting.n == 0 && p.dead == nil && p.broken == nil {
+			p.idleSince = time.Now()
 			for p.waiting.n == 0 && p.dead == nil && p.broken == nil {
 				p.idle = true
 				p.mu.Unlock()

@@ -192,3 +192,55 @@ func TestNoKeysLeftByCancelledWaiters(t *testing.T) {
 		}
 	}
 }
+
+// Nodes that close idle connections (Redis's `timeout`, here 1 s; proxies
+// and firewalls do the same) cost nothing: the first command after the idle
+// spell finds its connection closed before sending, and goes out on a new
+// one. Without the check, the Unlock below failed on every node ("EOF",
+// quorum unreachable) and left the key until its TTL.
+func TestNodesClosingIdleConnections(t *testing.T) {
+	certs := redistest.NewCerts(t)
+	for _, tt := range []struct {
+		name string
+		up   func() ([]*redistest.Server, []Option)
+	}{
+		{"tcp", func() ([]*redistest.Server, []Option) { return redistest.Start(t, 3, "--timeout", "1"), nil }},
+		{"tls", func() ([]*redistest.Server, []Option) {
+			return redistest.StartTLS(t, 3, certs.ServerTLS(true), "--timeout", "1"), []Option{WithTLSConfig(certs.ClientConfig())}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			servers, opts := tt.up()
+			c, err := Dial(redistest.Addrs(servers), opts...)
+			require.NoError(t, err)
+			defer c.Close()
+			ctx := context.Background()
+			l, err := c.TryLock(ctx, "k", time.Minute)
+			require.NoError(t, err)
+			idle := func() {
+				// Redis closes a connection idle for more than 1 s within its
+				// next clients cron pass (10 per second): wait until every
+				// node has.
+				require.Eventually(t, func() bool {
+					for _, s := range servers {
+						list, err := redis.String(s.Do("CLIENT", "LIST"))
+						require.NoError(t, err)
+						if strings.Count(list, "\n") > 1 { // only the probe's own connection
+							return false
+						}
+					}
+					return true
+				}, 10*time.Second, 50*time.Millisecond, "the nodes never closed the idle connections")
+			}
+			idle()
+			require.NoError(t, l.Unlock(ctx), "the release after an idle spell")
+			keyGone(t, servers, "k", time.Second)
+			idle()
+			l, err = c.TryLock(ctx, "k", time.Minute)
+			require.NoError(t, err, "the acquire after an idle spell")
+			idle()
+			require.NoError(t, l.Extend(ctx, time.Minute), "the extension after an idle spell")
+			require.NoError(t, l.Unlock(ctx))
+		})
+	}
+}

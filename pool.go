@@ -168,24 +168,33 @@ func tlsFor(ep endpoint, cfg *tls.Config) (*tls.Config, error) {
 // dialPool builds the connection pool for one endpoint; tc is its TLS
 // configuration (nil: plaintext). Every new connection is passed to
 // connected before it is handed out (the restart guard's run_id check); an
-// error closes it.
-func dialPool(ep endpoint, tc *tls.Config, connected func(context.Context, redis.Conn) error) *redis.Pool {
+// error closes it. It also returns the pool's dialer, which the pipelined
+// transport uses for its own connection: it returns the socket too.
+func dialPool(ep endpoint, tc *tls.Config, connected func(context.Context, redis.Conn) error) (*redis.Pool, dialFunc) {
+	dial := func(ctx context.Context) (redis.Conn, net.Conn, error) {
+		c, nc, err := dialConn(ctx, ep, tc)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := connected(ctx, c); err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+		return c, nc, nil
+	}
 	return &redis.Pool{
 		MaxIdle:     DefaultMaxIdle,
 		IdleTimeout: DefaultIdleTimeout,
 		DialContext: func(ctx context.Context) (redis.Conn, error) {
-			c, err := dialConn(ctx, ep, tc)
-			if err != nil {
-				return nil, err
-			}
-			if err := connected(ctx, c); err != nil {
-				c.Close()
-				return nil, err
-			}
-			return c, nil
+			c, _, err := dial(ctx)
+			return c, err
 		},
-	}
+	}, dial
 }
+
+// dialFunc dials a checked connection and returns it with its socket (TCP,
+// or TLS over TCP).
+type dialFunc func(ctx context.Context) (redis.Conn, net.Conn, error)
 
 // dialConn dials one connection. The whole handshake (TCP connect, TLS, AUTH,
 // SELECT) is bounded by ctx: the TLS handshake is done here under ctx rather
@@ -193,7 +202,7 @@ func dialPool(ep endpoint, tc *tls.Config, connected func(context.Context, redis
 // SELECT by ctx itself, and the socket deadline set here bounds anything else;
 // it is cleared before the connection is handed out so later commands set
 // their own. Every reply read from the connection passes the replyGuard.
-func dialConn(ctx context.Context, ep endpoint, tc *tls.Config) (redis.Conn, error) {
+func dialConn(ctx context.Context, ep endpoint, tc *tls.Config) (redis.Conn, net.Conn, error) {
 	var nc net.Conn
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var d net.Dialer
@@ -224,13 +233,13 @@ func dialConn(ctx context.Context, ep endpoint, tc *tls.Config) (redis.Conn, err
 	}
 	c, err := redis.DialContext(ctx, "tcp", ep.addr, opts...)
 	if err != nil {
-		return nil, redactErr(err, ep.password)
+		return nil, nil, redactErr(err, ep.password)
 	}
 	if err := nc.SetDeadline(time.Time{}); err != nil {
 		c.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return c, nil
+	return c, nc, nil
 }
 
 // redactErr guarantees that no error leaving the dialer repeats the password.
@@ -246,6 +255,11 @@ func redactErr(err error, password string) error {
 type poolTransport struct {
 	pool  Pool
 	owned *redis.Pool // closed by close when the Client dialled it
+	dial  dialFunc    // owned's dialer; nil for pools given to New
+	// onClosed is told when the pipelined transport finds that the node
+	// closed its connection while idle (the Client then re-checks the node
+	// for a restart before its next command); set with onConnect.
+	onClosed func(error)
 	// onConnect checks each connection the owned pool establishes; set by
 	// the Client before its first operation, nil for pools given to New.
 	onConnect func(ctx context.Context, c redis.Conn) error

@@ -183,8 +183,8 @@ func Dial(urls []string, opts ...Option) (*Client, error) {
 	}
 	for i, ep := range eps {
 		t := &poolTransport{}
-		p := dialPool(ep, tcs[i], t.connected)
-		t.pool, t.owned = p, p
+		p, dial := dialPool(ep, tcs[i], t.connected)
+		t.pool, t.owned, t.dial = p, p, dial
 		nodes[i] = &node{addr: ep.addr, t: t}
 	}
 	return build(nodes, cfg), nil
@@ -214,10 +214,18 @@ func build(nodes []*node, cfg config) *Client {
 	c := &Client{nodes: nodes, cfg: cfg, done: make(chan struct{}), wid: fmt.Sprintf("%08x", mathrand.Uint32())}
 	for _, n := range nodes {
 		// The restart guard checks run_id on every connection a pool that
-		// Dial created establishes (guard.go).
-		if t, ok := n.t.(*poolTransport); ok && t.owned != nil {
+		// Dial created establishes (guard.go), also the pipelined
+		// transport's own.
+		t, ok := n.t.(*poolTransport)
+		if pt, piped := n.t.(*pipeTransport); piped {
+			t, ok = pt.pool, true
+		}
+		if ok && t.owned != nil {
 			n := n
 			t.onConnect = func(ctx context.Context, conn redis.Conn) error { return c.onConnect(ctx, n, conn) }
+			// A connection the node closed while idle may mean a restart:
+			// the next command re-checks first, as after a failed one.
+			t.onClosed = func(err error) { c.suspect(n, err) }
 		}
 	}
 	c.hub = newHub(c)
