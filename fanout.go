@@ -182,6 +182,10 @@ func (c *Client) start(ctx context.Context, timeout time.Duration, after *fanout
 	return f
 }
 
+// testHookLaunch, if set (tests only), runs in launch between taking a
+// node's connection and checking the node's state.
+var testHookLaunch func(i int)
+
 // follow launches s once node i's result in f is in: at once if it is, or,
 // for a behindOp, queued behind f's command on node i's connection if it
 // is still waiting for its reply there.
@@ -264,6 +268,13 @@ func (s *slot) launch(prior *result) {
 		s.goSlow(prior, sc, args)
 		return
 	}
+	// The connection first, then the node's state: a connection dialled
+	// meanwhile (its INFO may have started the restart guard) is installed
+	// only after that state is set, so the check below sees it.
+	p := t.live()
+	if testHookLaunch != nil {
+		testHookLaunch(i)
+	}
 	ready, err := c.readyNow(n)
 	switch {
 	case !ready:
@@ -273,7 +284,6 @@ func (s *slot) launch(prior *result) {
 		f.finish(i, f.classify(i, result{vote: voteFail, err: err}, false), t0, false)
 		return
 	}
-	p := t.live()
 	if p == nil {
 		s.goSlow(prior, sc, args)
 		return

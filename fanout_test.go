@@ -163,6 +163,28 @@ func TestFirstContactGoesOnAfterLockReturns(t *testing.T) {
 	keyGone(t, servers, "k", 5*time.Second)
 }
 
+// Likewise for Extend: a node that got the lock late (its first contact was
+// slow) is extended too, although the caller's context ends as Extend
+// returns; otherwise it would drop the key at the original TTL and the lock
+// would be back on the first quorum alone.
+func TestExtendGoesOnAfterReturn(t *testing.T) {
+	servers, proxies, c := proxied(t, 3, WithNodeTimeout(3*time.Second))
+	proxies[2].Delay(100 * time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	l, err := c.Lock(ctx, "k", 8*time.Second)
+	cancel()
+	require.NoError(t, err)
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	require.NoError(t, l.Extend(ctx2, time.Minute))
+	cancel2()
+	assert.Eventually(t, func() bool {
+		v, pttl := holder(t, servers[2], "k")
+		return v == l.Token() && pttl > 30_000
+	}, 10*time.Second, 5*time.Millisecond, "the slow node was not extended")
+	require.NoError(t, l.Unlock(context.Background()))
+	keyGone(t, servers, "k", 5*time.Second)
+}
+
 // Before the decision, the caller's context ending stops nodes in first
 // contact at once: the attempt does not wait for them.
 func TestCancelDuringFirstContact(t *testing.T) {

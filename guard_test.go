@@ -3,6 +3,8 @@ package redlock
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -130,6 +132,94 @@ func TestRestartFoundOnIdleConnection(t *testing.T) {
 	c.nodes[0].mu.Unlock()
 	require.ErrorIs(t, guarded, ErrNodeGuarded, "the restart was detected by the first operation")
 	require.NoError(t, l.Unlock(ctx))
+}
+
+// A fan-out that checked a node just before another operation found it
+// restarted (on a new connection, whose INFO started the guard) must not
+// send on that new connection: it takes the connection before it checks the
+// node. Node 1 refuses, so only a guarded node 0 could make the quorum.
+func TestGuardStartedWhileLaunching(t *testing.T) {
+	servers, c := cluster(t, 3)
+	ctx := context.Background()
+	l, err := c.TryLock(ctx, "warm", 10*time.Second)
+	require.NoError(t, err)
+	require.NoError(t, l.Unlock(ctx))
+	_, err = servers[1].Do("SET", "k", "someone-else", "PX", 60000)
+	require.NoError(t, err)
+	require.NoError(t, servers[0].Restart())
+	time.Sleep(2 * idleCheckAfter)
+
+	var once sync.Once
+	blocked, release := make(chan struct{}), make(chan struct{})
+	testHookLaunch = func(i int) {
+		first := false
+		if i == 0 {
+			once.Do(func() { first = true })
+		}
+		if first {
+			close(blocked)
+			<-release
+		}
+	}
+	defer func() { testHookLaunch = nil }()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.TryLock(ctx, "k", 10*time.Second)
+		done <- err
+	}()
+	<-blocked // the attempt on "k" holds node 0's connection, not yet checked
+	// Meanwhile another operation finds the restart and dials anew.
+	other, err := c.TryLock(ctx, "other", 10*time.Second)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		c.nodes[0].mu.Lock()
+		defer c.nodes[0].mu.Unlock()
+		return c.guardedErr(c.nodes[0]) != nil
+	}, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool {
+		p := c.nodes[0].t.(*pipeTransport).live()
+		return p != nil && p.alive()
+	}, 5*time.Second, time.Millisecond)
+	close(release)
+	err = <-done
+	require.NoError(t, other.Unlock(ctx))
+	require.Error(t, err, "a quorum counting the guarded node 0")
+	assert.ErrorIs(t, err, ErrNotObtained)
+}
+
+// An operation that passed the node check and then had to dial (its
+// connection was gone without a failure the Client saw) checks the node
+// again once it holds the new connection: that connection's INFO revealed
+// the restart, so the script is not sent. Node 1 refuses, so only a guarded
+// node 0 could make the quorum.
+func TestGuardCheckedAfterDial(t *testing.T) {
+	for _, piped := range []bool{true, false} {
+		t.Run(fmt.Sprintf("pipelining=%v", piped), func(t *testing.T) {
+			servers, c := cluster(t, 3, WithPipelining(piped))
+			ctx := context.Background()
+			l, err := c.TryLock(ctx, "warm", 10*time.Second)
+			require.NoError(t, err)
+			require.NoError(t, l.Unlock(ctx))
+			_, err = servers[1].Do("SET", "k", "someone-else", "PX", 60000)
+			require.NoError(t, err)
+			require.NoError(t, servers[0].Restart())
+			// Drop node 0's connection behind the Client's back: no failed
+			// command, so no re-check is pending.
+			if piped {
+				c.nodes[0].t.(*pipeTransport).live().fail(errors.New("dropped by the test"))
+			} else {
+				conn := c.nodes[0].t.(*poolTransport).owned.Get()
+				_, err := conn.Do("PING")
+				require.Error(t, err, "the pooled connection to the old process")
+				conn.Close()
+			}
+			_, err = c.TryLock(ctx, "k", 10*time.Second)
+			require.Error(t, err, "a quorum counting the restarted node 0")
+			assert.ErrorIs(t, err, ErrNodeGuarded)
+			v, _ := holder(t, servers[0], "k")
+			assert.Empty(t, v, "the script ran on the restarted node")
+		})
+	}
 }
 
 func TestRestartGuardOff(t *testing.T) {

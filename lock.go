@@ -280,6 +280,14 @@ func (c *Client) extend(ctx context.Context, exts []extension, renewal bool) ([]
 			settle(j)
 		}
 	}
+	for _, err := range errs {
+		if err == nil {
+			// As after a won acquire: a node still on the blocking path
+			// (behind the acquire's straggler) goes on if ctx ends now.
+			f.kept.Store(true)
+			break
+		}
+	}
 	if obs := c.cfg.obs.Extend; obs != nil {
 		now := c.cfg.clock.Now()
 		for j, x := range exts {

@@ -120,10 +120,21 @@ func (t *pipeTransport) dial(done chan struct{}) {
 }
 
 func (t *pipeTransport) do(ctx context.Context, cmd string, args ...interface{}) (interface{}, error) {
+	return t.doChecked(ctx, nil, cmd, args...)
+}
+
+// doChecked is do, with check (if not nil) run after the connection is
+// taken and before the command is queued on it.
+func (t *pipeTransport) doChecked(ctx context.Context, check func() error, cmd string, args ...interface{}) (interface{}, error) {
 	for {
 		p, err := t.pipe(ctx)
 		if err != nil {
 			return nil, err
+		}
+		if check != nil {
+			if err := check(); err != nil {
+				return nil, err
+			}
 		}
 		v, err := p.call(ctx, cmd, args...)
 		if ns := notSent(err); ns != nil && ctx.Err() == nil {
@@ -169,10 +180,10 @@ func isNoScript(err error) bool {
 // restarted), EVAL: redis.Script's own fallback, over the pipeline.
 func (t *pipeTransport) eval(ctx context.Context, s *script, keysAndArgs ...interface{}) (interface{}, error) {
 	args := s.args(keysAndArgs...)
-	v, err := t.do(ctx, "EVALSHA", args...)
+	v, err := t.doChecked(ctx, t.pool.check, "EVALSHA", args...)
 	if isNoScript(err) {
 		args[0] = s.src
-		v, err = t.do(ctx, "EVAL", args...)
+		v, err = t.doChecked(ctx, t.pool.check, "EVAL", args...)
 	}
 	return v, err
 }

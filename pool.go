@@ -263,6 +263,19 @@ type poolTransport struct {
 	// onConnect checks each connection the owned pool establishes; set by
 	// the Client before its first operation, nil for pools given to New.
 	onConnect func(ctx context.Context, c redis.Conn) error
+	// guarded reports the node's restart guard (ErrNodeGuarded) or nil; a
+	// script is sent only on a connection taken after that check passed,
+	// since taking one may dial, and the dial's INFO start the guard. Set
+	// by the Client, for every pool.
+	guarded func() error
+}
+
+// check runs guarded, if set.
+func (p *poolTransport) check() error {
+	if p.guarded == nil {
+		return nil
+	}
+	return p.guarded()
 }
 
 // connected runs onConnect, if set, on a new connection of the owned pool.
@@ -290,6 +303,9 @@ func (p *poolTransport) eval(ctx context.Context, s *script, keysAndArgs ...inte
 		return nil, err
 	}
 	defer c.Close()
+	if err := p.check(); err != nil {
+		return nil, err
+	}
 	return s.DoContext(ctx, c, keysAndArgs...)
 }
 

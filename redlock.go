@@ -220,6 +220,14 @@ func build(nodes []*node, cfg config) *Client {
 		if pt, piped := n.t.(*pipeTransport); piped {
 			t, ok = pt.pool, true
 		}
+		if ok {
+			n := n
+			t.guarded = func() error {
+				n.mu.Lock()
+				defer n.mu.Unlock()
+				return c.guardedErr(n)
+			}
+		}
 		if ok && t.owned != nil {
 			n := n
 			t.onConnect = func(ctx context.Context, conn redis.Conn) error { return c.onConnect(ctx, n, conn) }
