@@ -431,7 +431,8 @@ func (f *fanout) classify(i int, r result, timedOut bool) result {
 		if f.kept.Load() { // a straggler's failure is its own, not the caller's end
 			ctx = context.Background()
 		}
-		r.err = nodeErr(ctx, timedOut, f.c.nodes[i].addr, f.timeout, r.err)
+		n := f.c.nodes[i]
+		r.err = nodeErr(ctx, timedOut, n.addr, f.timeout, explainReplyError(n, r.err))
 	}
 	return r
 }

@@ -159,3 +159,34 @@ func TestReplyGuard(t *testing.T) {
 		}
 	}
 }
+
+// A node older than Redis 6.2 cannot run the wait queue (ZADD ... LT): the
+// error its script returns says so instead of a bare syntax error.
+func TestOldRedisExplained(t *testing.T) {
+	body := "# Server\r\nredis_version:6.0.16\r\nrun_id:old\r\n# Replication\r\nrole:master\r\n"
+	info := []byte(fmt.Sprintf("$%d\r\n%s\r\n", len(body), body))
+	s := fakeredis.Start(t, func(cmd []string) fakeredis.Response {
+		if strings.EqualFold(cmd[0], "INFO") {
+			return fakeredis.Response{Bytes: info}
+		}
+		return fakeredis.Response{Bytes: []byte("-ERR syntax error\r\n")}
+	})
+	c, err := Dial([]string{s.Addr}, WithNodeTimeout(time.Second))
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.TryLock(context.Background(), "k", 10*time.Second)
+	require.Error(t, err)
+	var ne *NodeError
+	require.ErrorAs(t, err, &ne)
+	assert.Contains(t, ne.Error(), "syntax error")
+	assert.Contains(t, ne.Error(), "runs Redis 6.0.16; Lock and Do need 6.2 or newer")
+}
+
+func TestTooOld(t *testing.T) {
+	for v, want := range map[string]bool{
+		"2.6.12": true, "5.0.14": true, "6.0.16": true, "6.2.0": false, "6.2.14": false,
+		"7.0.15": false, "10.0.0": false, "": false, "unknown": false, "7": false,
+	} {
+		assert.Equal(t, want, tooOld(v), v)
+	}
+}

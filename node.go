@@ -3,6 +3,7 @@ package redlock
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,15 +34,17 @@ type node struct {
 	mu     sync.Mutex
 	runID  string // the server's run_id, learnt at first contact
 	reject error  // permanent refusal found at first contact (not master, duplicate)
+	old    string // the server's redis_version if older than the wait queue needs (see tooOld)
 	g      guardState
 }
 
 // serverInfo is what first contact learns from INFO.
 type serverInfo struct {
-	runID  string
-	role   string
-	policy string        // maxmemory_policy
-	uptime time.Duration // -1 if not reported
+	runID   string
+	role    string
+	policy  string        // maxmemory_policy
+	uptime  time.Duration // -1 if not reported
+	version string        // redis_version; "" if not reported
 }
 
 // parseInfo reads the fields first contact needs from an INFO reply.
@@ -61,6 +64,8 @@ func parseInfo(s string) serverInfo {
 			si.policy = v
 		case "uptime_in_seconds":
 			si.uptime = parseUptime(v)
+		case "redis_version":
+			si.version = v
 		}
 	}
 	return si
@@ -169,6 +174,9 @@ func (c *Client) admit(n *node, si serverInfo, durable bool) (warn bool, err err
 	}
 	c.firstContactGuard(n, si, durable)
 	n.runID = si.runID
+	if tooOld(si.version) {
+		n.old = si.version
+	}
 	return evicts(si.policy), c.guardedErr(n)
 }
 
@@ -180,4 +188,34 @@ func (c *Client) eval(ctx context.Context, n *node, s *script, keysAndArgs ...in
 	reply, err := n.t.eval(ctx, s, keysAndArgs...)
 	c.suspect(n, err)
 	return reply, err
+}
+
+// tooOld reports whether a server's redis_version predates Redis 6.2, whose
+// ZADD ... LT the wait queue of Lock and Do needs; TryLock, Extend and
+// Unlock work on older servers (README, Requirements). An empty or
+// unreadable version is not judged.
+func tooOld(version string) bool {
+	major, rest, _ := strings.Cut(version, ".")
+	minor, _, _ := strings.Cut(rest, ".")
+	ma, err1 := strconv.Atoi(major)
+	mi, err2 := strconv.Atoi(minor)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return ma < 6 || (ma == 6 && mi < 2)
+}
+
+// explainReplyError adds to a script's error reply from node n what is
+// known to explain it: a server too old for the wait queue.
+func explainReplyError(n *node, err error) error {
+	if !isReplyError(err) {
+		return err
+	}
+	n.mu.Lock()
+	old := n.old
+	n.mu.Unlock()
+	if old == "" {
+		return err
+	}
+	return fmt.Errorf("%w (the node runs Redis %s; Lock and Do need 6.2 or newer)", err, old)
 }
