@@ -228,12 +228,16 @@ func (s *slot) queueBehind(p *slot) bool {
 	if !send {
 		return false
 	}
+	var t0 time.Time
 	if f.took != nil {
-		s.t0 = c.cfg.clock.Now()
+		t0 = c.cfg.clock.Now()
 	}
-	s.deadline, s.pipe, s.script, s.args, s.ahead = time.Now().Add(f.timeout), p.pipe, sc, args, p
+	// The slot's command fields are written under its fan-out's mutex: a
+	// later fan-out's slot may be reading them (queueBehind, under this
+	// mutex) to queue behind this one.
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	s.t0, s.deadline, s.pipe, s.script, s.args, s.ahead = t0, time.Now().Add(f.timeout), p.pipe, sc, args, p
 	if p.pipe.send(s.deadline, s, "EVALSHA", args) != nil {
 		s.ahead = nil
 		return false
@@ -288,14 +292,16 @@ func (s *slot) launch(prior *result) {
 		s.goSlow(prior, sc, args)
 		return
 	}
-	s.t0, s.deadline, s.pipe, s.script, s.args = t0, time.Now().Add(f.timeout), p, sc, args
 	// Under f.mu, so that cancellation either finds the command queued
-	// (what follows it on the node goes out behind it) or sees it never sent.
+	// (what follows it on the node goes out behind it) or sees it never sent,
+	// and so that a later fan-out's slot reading these fields to queue
+	// behind this one (queueBehind) sees them whole.
 	f.mu.Lock()
 	if s.done { // cancelled meanwhile
 		f.mu.Unlock()
 		return
 	}
+	s.t0, s.deadline, s.pipe, s.script, s.args = t0, time.Now().Add(f.timeout), p, sc, args
 	err = p.send(s.deadline, s, "EVALSHA", args)
 	s.queued = err == nil
 	f.mu.Unlock()
@@ -377,7 +383,9 @@ func (s *slot) complete(reply interface{}, err error) {
 			// The connection failed: wait for the prior's outcome (it
 			// failed first, in order) and go again as a follower would,
 			// on a new connection, as if never queued behind it.
-			s.ahead = nil
+			f.mu.Lock()
+			s.ahead, s.queued = nil, false // no slot may queue behind the dead command
+			f.mu.Unlock()
 			p.f.follow(s.i, s)
 			return
 		}
