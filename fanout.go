@@ -384,7 +384,10 @@ func (s *slot) complete(reply interface{}, err error) {
 			// failed first, in order) and go again as a follower would,
 			// on a new connection, as if never queued behind it.
 			f.mu.Lock()
-			s.ahead, s.queued = nil, false // no slot may queue behind the dead command
+			// No slot may queue behind the dead command: its followers
+			// were failed with it and follow s again; and s goes again
+			// as EVALSHA.
+			s.ahead, s.queued, s.behind, s.evalSent = nil, false, nil, false
 			f.mu.Unlock()
 			p.f.follow(s.i, s)
 			return
