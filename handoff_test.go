@@ -2,6 +2,7 @@ package redlock
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -261,15 +262,21 @@ func TestHandoffsLeaveNothingBehind(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d locks, %d handoffs given up or missed", handed.Load(), lost.Load())
 	assert.Positive(t, handed.Load())
-	require.Eventually(t, func() bool {
-		for _, s := range servers {
-			n, err := redis.Int(s.Do("EXISTS", "k", waitersKey("k"), waitExpiryKey("k")))
-			if err != nil || n != 0 {
-				return false
+	left := func() string {
+		var out []string
+		for i, s := range servers {
+			v, pttl := holder(t, s, "k")
+			q, _ := redis.Strings(s.Do("ZRANGE", waitersKey("k"), 0, -1, "WITHSCORES"))
+			qx, _ := redis.Strings(s.Do("ZRANGE", waitExpiryKey("k"), 0, -1, "WITHSCORES"))
+			if v != "" || len(q) > 0 || len(qx) > 0 {
+				out = append(out, fmt.Sprintf("node %d: key %q (pttl %d ms), queue %v, expiries %v", i, v, pttl, q, qx))
 			}
 		}
-		return true
-	}, 3*time.Second, time.Millisecond, "a lock key or queue entry was left behind")
+		return strings.Join(out, "; ")
+	}
+	if !assert.Eventually(t, func() bool { return left() == "" }, 3*time.Second, time.Millisecond) {
+		t.Fatalf("a lock key or queue entry was left behind: %s", left())
+	}
 	l, err := c.TryLock(ctx, "k", time.Second)
 	require.NoError(t, err, "the key is free")
 	require.NoError(t, l.Unlock(ctx))
