@@ -103,6 +103,21 @@ func TestReleaseAfterConnectionDied(t *testing.T) {
 	assert.True(t, c.nodes[4].t.(*pipeTransport).live().alive(), "no new connection")
 }
 
+// tryLockCancelled runs TryLock of "k" under a context cancelled after
+// 50 ms, checks that it failed with the context's error, and returns how
+// long TryLock took and its error.
+func tryLockCancelled(t *testing.T, c *Client) (time.Duration, error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := c.TryLock(ctx, "k", 20*time.Second)
+	took := time.Since(start)
+	require.ErrorIs(t, err, ErrNotObtained)
+	require.ErrorIs(t, err, context.Canceled)
+	return took, err
+}
+
 // The caller's context ending while nodes do not answer ends the attempt at
 // once, with the context's error; the commands left queued on the paused
 // nodes are followed by their releases, so no key is left once they run.
@@ -113,13 +128,7 @@ func TestCancelWhileNodesPaused(t *testing.T) {
 	servers[2].Pause()
 	defer servers[1].Resume()
 	defer servers[2].Resume()
-	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(50*time.Millisecond, cancel)
-	start := time.Now()
-	_, err := c.TryLock(ctx, "k", 20*time.Second)
-	took := time.Since(start)
-	require.ErrorIs(t, err, ErrNotObtained)
-	require.ErrorIs(t, err, context.Canceled)
+	took, err := tryLockCancelled(t, c)
 	assert.NotErrorIs(t, err, ErrNodeTimeout)
 	assert.Less(t, took, 2*time.Second, "the attempt waited for the paused nodes")
 	servers[1].Resume()
@@ -191,13 +200,7 @@ func TestCancelDuringFirstContact(t *testing.T) {
 	servers, proxies, c := proxied(t, 3, WithNodeTimeout(10*time.Second))
 	proxies[1].Delay(time.Second)
 	proxies[2].Delay(time.Second)
-	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(50*time.Millisecond, cancel)
-	start := time.Now()
-	_, err := c.TryLock(ctx, "k", 20*time.Second)
-	took := time.Since(start)
-	require.ErrorIs(t, err, ErrNotObtained)
-	require.ErrorIs(t, err, context.Canceled)
+	took, _ := tryLockCancelled(t, c)
 	assert.Less(t, took, time.Second, "the attempt waited for nodes in first contact")
 	proxies[1].Heal()
 	proxies[2].Heal()

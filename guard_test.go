@@ -62,15 +62,29 @@ func contains(ss []string, s string) bool {
 	return false
 }
 
-func TestRestartGuardKeepsRestartedNodeOut(t *testing.T) {
-	servers, c := cluster(t, 3)
+// restartedNode starts three nodes and a Client that has used them all
+// (TryLock and Unlock of "warm", whose short TTL keeps the guard window
+// short), with "k" held by another owner on node 1 if refuse, then restarts
+// node 0 empty.
+func restartedNode(t *testing.T, refuse bool, opts ...Option) ([]*redistest.Server, *Client) {
+	t.Helper()
+	servers, c := cluster(t, 3, opts...)
 	ctx := context.Background()
-	ttl := 800 * time.Millisecond
-	l, err := c.TryLock(ctx, "k", ttl)
+	l, err := c.TryLock(ctx, "warm", 800*time.Millisecond)
 	require.NoError(t, err)
 	require.NoError(t, l.Unlock(ctx))
-
+	if refuse {
+		_, err = servers[1].Do("SET", "k", "someone-else", "PX", 60000)
+		require.NoError(t, err)
+	}
 	require.NoError(t, servers[0].Restart())
+	return servers, c
+}
+
+func TestRestartGuardKeepsRestartedNodeOut(t *testing.T) {
+	ctx := context.Background()
+	ttl := 800 * time.Millisecond
+	servers, c := restartedNode(t, false)
 	restarted := time.Now()
 	// The pool's idle connections to the old process fail once; the next
 	// connection is new and its INFO reveals the new run_id.
@@ -88,7 +102,7 @@ func TestRestartGuardKeepsRestartedNodeOut(t *testing.T) {
 
 	// Alone with the restarted node, no quorum: the error names it.
 	servers[1].Pause()
-	_, err = c.TryLock(ctx, "k", ttl)
+	_, err := c.TryLock(ctx, "k", ttl)
 	servers[1].Resume()
 	require.Error(t, err)
 	assert.ErrorIs(t, err, ErrQuorumUnreachable)
@@ -115,16 +129,11 @@ func TestRestartGuardKeepsRestartedNodeOut(t *testing.T) {
 // transport the per-connection check was never installed, and this first
 // TryLock counted the restarted, empty node.)
 func TestRestartFoundOnIdleConnection(t *testing.T) {
-	servers, c := cluster(t, 3)
 	ctx := context.Background()
 	ttl := 10 * time.Second
-	l, err := c.TryLock(ctx, "k", ttl)
-	require.NoError(t, err)
-	require.NoError(t, l.Unlock(ctx))
-
-	require.NoError(t, servers[0].Restart())
+	servers, c := restartedNode(t, false)
 	time.Sleep(2 * idleCheckAfter) // the connection is checked before its next command
-	l, err = c.TryLock(ctx, "k", ttl)
+	l, err := c.TryLock(ctx, "k", ttl)
 	require.NoError(t, err, "two healthy nodes of three still make a quorum")
 	assert.NotContains(t, grantedBy(t, servers, l), servers[0].Addr, "a restarted node must not count during its guard")
 	c.nodes[0].mu.Lock()
@@ -139,14 +148,8 @@ func TestRestartFoundOnIdleConnection(t *testing.T) {
 // send on that new connection: it takes the connection before it checks the
 // node. Node 1 refuses, so only a guarded node 0 could make the quorum.
 func TestGuardStartedWhileLaunching(t *testing.T) {
-	servers, c := cluster(t, 3)
+	_, c := restartedNode(t, true)
 	ctx := context.Background()
-	l, err := c.TryLock(ctx, "warm", 10*time.Second)
-	require.NoError(t, err)
-	require.NoError(t, l.Unlock(ctx))
-	_, err = servers[1].Do("SET", "k", "someone-else", "PX", 60000)
-	require.NoError(t, err)
-	require.NoError(t, servers[0].Restart())
 	time.Sleep(2 * idleCheckAfter)
 
 	var once sync.Once
@@ -195,14 +198,8 @@ func TestGuardStartedWhileLaunching(t *testing.T) {
 func TestGuardCheckedAfterDial(t *testing.T) {
 	for _, piped := range []bool{true, false} {
 		t.Run(fmt.Sprintf("pipelining=%v", piped), func(t *testing.T) {
-			servers, c := cluster(t, 3, WithPipelining(piped))
+			servers, c := restartedNode(t, true, WithPipelining(piped))
 			ctx := context.Background()
-			l, err := c.TryLock(ctx, "warm", 10*time.Second)
-			require.NoError(t, err)
-			require.NoError(t, l.Unlock(ctx))
-			_, err = servers[1].Do("SET", "k", "someone-else", "PX", 60000)
-			require.NoError(t, err)
-			require.NoError(t, servers[0].Restart())
 			// Drop node 0's connection behind the Client's back: no failed
 			// command, so no re-check is pending.
 			if piped {
@@ -213,7 +210,7 @@ func TestGuardCheckedAfterDial(t *testing.T) {
 				require.Error(t, err, "the pooled connection to the old process")
 				conn.Close()
 			}
-			_, err = c.TryLock(ctx, "k", 10*time.Second)
+			_, err := c.TryLock(ctx, "k", 10*time.Second)
 			require.Error(t, err, "a quorum counting the restarted node 0")
 			assert.ErrorIs(t, err, ErrNodeGuarded)
 			v, _ := holder(t, servers[0], "k")
