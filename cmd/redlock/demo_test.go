@@ -23,7 +23,10 @@ func testDemo(t *testing.T, kind string) {
 	s, err := runDemo(context.Background(), cfg, &out)
 	require.NoError(t, err)
 	t.Log(out.String())
-	assert.Greater(t, s.grants, int64(20), "workers must keep acquiring while nodes crash")
+	// Liveness, not speed: 100-154 grants on a quiet machine, 15 once in CI
+	// beside the library's race-enabled chaos tests; a demo that stalls
+	// while nodes crash makes a few at most.
+	assert.Greater(t, s.grants, int64(8), "workers must keep acquiring while nodes crash")
 	assert.Greater(t, s.handoffs, int64(1))
 	assert.Zero(t, s.lostUpdates())
 	assert.Zero(t, s.overlaps)
