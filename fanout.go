@@ -2,7 +2,6 @@ package redlock
 
 import (
 	"context"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -118,24 +117,16 @@ type slot struct {
 	queued    bool          // its command is queued on pipe (possibly already answered)
 	wake      chan struct{} // made by a goroutine waiting for this result (wait), closed by finish
 	followers *slot         // slots of later fan-outs that start once this result is in (start's after)
-	behind    *slot         // slots of later fan-outs whose commands were queued behind this one's
-	link      *slot         // the next slot in the followers or behind list this slot belongs to
+	link      *slot         // the next slot in the followers list this slot belongs to
 
-	// For a slot queued behind a prior slot (behindOp): the prior, and,
-	// guarded by the prior's f.mu, whether the prior's command was sent
-	// again (EVAL after NOSCRIPT) after this one's, which must then be sent
-	// again too, behind it.
-	ahead  *slot
-	repeat bool
+	// For a slot queued behind a prior slot (behindOp): the prior.
+	ahead *slot
 
 	// The command queued on a pipelined connection, written before it is
 	// queued and read by that connection's reader.
 	t0       time.Time // with an observer
 	deadline time.Time
 	pipe     *pipe
-	script   *script
-	args     []interface{}
-	evalSent bool // resent as EVAL after NOSCRIPT
 }
 
 // start sends op to every node, each under its own timeout. If after is not
@@ -212,8 +203,8 @@ func (f *fanout) follow(i int, s *slot) {
 // queueBehind sends the slot's command on the connection where its prior
 // slot p's command awaits a reply, right behind it, and reports whether it
 // did; if not (the connection died, the node needs I/O first), the slot
-// waits for p's result. The caller holds p.f.mu, so that p cannot finish or
-// be sent again meanwhile.
+// waits for p's result. The caller holds p.f.mu, so that p cannot finish
+// meanwhile.
 func (s *slot) queueBehind(p *slot) bool {
 	f, i := s.f, s.i
 	c, n := f.c, f.c.nodes[i]
@@ -237,13 +228,12 @@ func (s *slot) queueBehind(p *slot) bool {
 	// mutex) to queue behind this one.
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	s.t0, s.deadline, s.pipe, s.script, s.args, s.ahead = t0, time.Now().Add(f.timeout), p.pipe, sc, args, p
-	if p.pipe.send(s.deadline, s, "EVALSHA", args) != nil {
+	s.t0, s.deadline, s.pipe, s.ahead = t0, time.Now().Add(f.timeout), p.pipe, p
+	if p.pipe.sendScript(s.deadline, s, sc, args) != nil {
 		s.ahead = nil
 		return false
 	}
 	s.queued = true
-	s.link, p.behind = p.behind, s
 	return true
 }
 
@@ -301,8 +291,8 @@ func (s *slot) launch(prior *result) {
 		f.mu.Unlock()
 		return
 	}
-	s.t0, s.deadline, s.pipe, s.script, s.args = t0, time.Now().Add(f.timeout), p, sc, args
-	err = p.send(s.deadline, s, "EVALSHA", args)
+	s.t0, s.deadline, s.pipe = t0, time.Now().Add(f.timeout), p
+	err = p.sendScript(s.deadline, s, sc, args)
 	s.queued = err == nil
 	f.mu.Unlock()
 	if err != nil { // the connection died since live: the blocking path redials
@@ -370,30 +360,16 @@ func (f *fanout) run(ctx context.Context, i int, prior *result, sc *script, args
 // its connection (completer). It runs on the connection's reader.
 func (s *slot) complete(reply interface{}, err error) {
 	f := s.f
-	if p := s.ahead; p != nil {
-		p.f.mu.Lock()
-		repeat := s.repeat
-		s.repeat = false
-		again := repeat && s.resend()
-		p.f.mu.Unlock()
-		if again {
-			return // this reply answered a command that ran before its prior's
-		}
-		if repeat || (err != nil && !isReplyError(err)) {
-			// The connection failed: wait for the prior's outcome (it
-			// failed first, in order) and go again as a follower would,
-			// on a new connection, as if never queued behind it.
-			f.mu.Lock()
-			// No slot may queue behind the dead command: its followers
-			// were failed with it and follow s again; and s goes again
-			// as EVALSHA.
-			s.ahead, s.queued, s.behind, s.evalSent = nil, false, nil, false
-			f.mu.Unlock()
-			p.f.follow(s.i, s)
-			return
-		}
-	}
-	if err != nil && !s.evalSent && isNoScript(err) && s.resend() {
+	if p := s.ahead; p != nil && err != nil && !isReplyError(err) {
+		// The connection failed: wait for the prior's outcome (it failed
+		// first, in order) and go again as a follower would, on a new
+		// connection, as if never queued behind it.
+		f.mu.Lock()
+		// Unmarked as queued, so that no slot queues behind the dead
+		// command; those queued behind it failed with it and follow s.
+		s.ahead, s.queued = nil, false
+		f.mu.Unlock()
+		p.f.follow(s.i, s)
 		return
 	}
 	var r result
@@ -404,34 +380,6 @@ func (s *slot) complete(reply interface{}, err error) {
 		r = f.op.parse(s.i, reply)
 	}
 	f.finish(s.i, f.classify(s.i, r, !time.Now().Before(s.deadline)), s.t0, false)
-}
-
-// resend sends the script's source (EVAL) on the same connection after the
-// node answered NOSCRIPT (it restarted or its scripts were flushed), as
-// redis.Script does, within the same deadline. It reports false if the
-// command was not resent: the connection died, or the node's result is
-// already final (the caller cancelled, and whatever followed the command on
-// the node has been sent since: nothing may overtake it now).
-//
-// The commands queued behind this one are marked to be sent again once
-// their replies come: they ran before this one now will.
-func (s *slot) resend() bool {
-	f := s.f
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if s.done {
-		return false
-	}
-	args := slices.Clone(s.args)
-	args[0] = s.script.src
-	s.evalSent = true
-	if s.pipe.send(s.deadline, s, "EVAL", args) != nil {
-		return false
-	}
-	for b := s.behind; b != nil; b = b.link {
-		b.repeat = true
-	}
-	return true
 }
 
 // classify turns a failed result's error into a *NodeError (see nodeErr);

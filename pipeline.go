@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -120,12 +121,13 @@ func (t *pipeTransport) dial(done chan struct{}) {
 }
 
 func (t *pipeTransport) do(ctx context.Context, cmd string, args ...interface{}) (interface{}, error) {
-	return t.doChecked(ctx, nil, cmd, args...)
+	return t.doChecked(ctx, nil, nil, cmd, args...)
 }
 
 // doChecked is do, with check (if not nil) run after the connection is
-// taken and before the command is queued on it.
-func (t *pipeTransport) doChecked(ctx context.Context, check func() error, cmd string, args ...interface{}) (interface{}, error) {
+// taken and before the command is queued on it. If sc is not nil, the
+// command is sc's EVALSHA (pipe.sendScript).
+func (t *pipeTransport) doChecked(ctx context.Context, check func() error, sc *script, cmd string, args ...interface{}) (interface{}, error) {
 	for {
 		p, err := t.pipe(ctx)
 		if err != nil {
@@ -136,7 +138,7 @@ func (t *pipeTransport) doChecked(ctx context.Context, check func() error, cmd s
 				return nil, err
 			}
 		}
-		v, err := p.call(ctx, cmd, args...)
+		v, err := p.call(ctx, sc, cmd, args...)
 		if ns := notSent(err); ns != nil && ctx.Err() == nil {
 			// The connection died before our command went out: once the
 			// reader has declared it dead, a fresh one may take it.
@@ -176,16 +178,10 @@ func isNoScript(err error) bool {
 	return ok && strings.HasPrefix(string(e), "NOSCRIPT ")
 }
 
-// eval sends EVALSHA and, if the node does not know the script (flushed or
-// restarted), EVAL: redis.Script's own fallback, over the pipeline.
+// eval runs the script over the pipeline (see pipe.sendScript for EVAL and
+// EVALSHA).
 func (t *pipeTransport) eval(ctx context.Context, s *script, keysAndArgs ...interface{}) (interface{}, error) {
-	args := s.args(keysAndArgs...)
-	v, err := t.doChecked(ctx, t.pool.check, "EVALSHA", args...)
-	if isNoScript(err) {
-		args[0] = s.src
-		v, err = t.doChecked(ctx, t.pool.check, "EVAL", args...)
-	}
-	return v, err
+	return t.doChecked(ctx, t.pool.check, s, "EVALSHA", s.args(keysAndArgs...)...)
 }
 
 // live returns the node's pipelined connection if one is up, without
@@ -223,10 +219,13 @@ type completer interface {
 	complete(reply interface{}, err error)
 }
 
-// call is one command waiting for its reply.
+// call is one command waiting for its reply. For a script's command, sc
+// and its EVALSHA arguments, to send it again (see reader).
 type call struct {
 	deadline time.Time
 	to       completer
+	sc       *script
+	args     []interface{}
 }
 
 // calls is the FIFO of commands awaiting replies: a ring that grows as
@@ -291,9 +290,12 @@ type pipe struct {
 	// unflushed: commands were buffered since the last flush; idle: the
 	// reader waits for commands (on recv), and flushes them itself.
 	unflushed, idle bool
-	idleSince       time.Time     // when the reader last became idle
-	flush           chan struct{} // wakes the writer
-	recv            chan struct{} // wakes an idle reader
+	idleSince       time.Time // when the reader last became idle
+	// loaded: the scripts this connection has sent as EVAL, and so may send
+	// as EVALSHA (see sendScript).
+	loaded map[*script]bool
+	flush  chan struct{} // wakes the writer
+	recv   chan struct{} // wakes an idle reader
 }
 
 func newPipe(c redis.Conn, nc net.Conn, onClosed func(error), wg *sync.WaitGroup) *pipe {
@@ -327,6 +329,30 @@ var errClosedWhileIdle = errors.New("redlock: connection closed by the node whil
 // never called, if the connection is already dead, or if after an idle
 // spell the node turns out to have closed it.
 func (p *pipe) send(deadline time.Time, to completer, cmd string, args []interface{}) error {
+	return p.queue(deadline, to, nil, cmd, args)
+}
+
+// sendScript is send for sc's EVALSHA with args (script.args). A script's
+// first command on a connection goes as EVAL, which loads it, so that its
+// EVALSHA does not meet NOSCRIPT on a fresh node: the usual fallback, EVAL
+// after NOSCRIPT, would run the command after whatever other fan-outs
+// queued behind it meanwhile, and some of those must run after it (a
+// waiting Lock call's leave after its registration, on a node where the
+// acquire came back NOSCRIPT, would leave it registered). NOSCRIPT can
+// still come (SCRIPT FLUSH; Redis 7.4 evicts scripts that EVAL loaded):
+// the reader sends the command again only if nothing is queued behind it.
+func (p *pipe) sendScript(deadline time.Time, to completer, sc *script, args []interface{}) error {
+	return p.queue(deadline, to, sc, "EVALSHA", args)
+}
+
+// evalArgs returns sc's EVAL arguments for its EVALSHA arguments.
+func evalArgs(sc *script, args []interface{}) []interface{} {
+	a := slices.Clone(args)
+	a[0] = sc.src
+	return a
+}
+
+func (p *pipe) queue(deadline time.Time, to completer, sc *script, cmd string, args []interface{}) error {
 	p.mu.Lock()
 	if p.dead != nil {
 		err := p.dead
@@ -347,7 +373,15 @@ func (p *pipe) send(deadline time.Time, to completer, cmd string, args []interfa
 			return &notSentError{err: err, pipe: p}
 		}
 	}
-	if err := p.c.Send(cmd, args...); err != nil {
+	sent := args
+	if sc != nil && !p.loaded[sc] {
+		if p.loaded == nil {
+			p.loaded = make(map[*script]bool)
+		}
+		p.loaded[sc] = true
+		cmd, sent = "EVAL", evalArgs(sc, args)
+	}
+	if err := p.c.Send(cmd, sent...); err != nil {
 		// redigo buffers Send; an error means the connection already
 		// failed to write, before this command. The reader decides why the
 		// pipe died (it saw the cause first): break the socket so that it does.
@@ -357,7 +391,11 @@ func (p *pipe) send(deadline time.Time, to completer, cmd string, args []interfa
 		signal(p.recv)
 		return &notSentError{err: err, pipe: p}
 	}
-	p.waiting.push(call{deadline: deadline, to: to})
+	cl := call{deadline: deadline, to: to}
+	if sc != nil {
+		cl.sc, cl.args = sc, args
+	}
+	p.waiting.push(cl)
 	p.unflushed = true
 	idle := p.idle
 	p.mu.Unlock()
@@ -391,7 +429,7 @@ func (w *blockingCall) complete(reply interface{}, err error) {
 // command stays queued, and that must not fail the connection and every
 // command queued behind (a cleanup release among them could then be lost
 // while the acquire before it was applied).
-func (p *pipe) call(ctx context.Context, cmd string, args ...interface{}) (interface{}, error) {
+func (p *pipe) call(ctx context.Context, sc *script, cmd string, args ...interface{}) (interface{}, error) {
 	due, ok := ctx.Value(nodeTimeoutKey{}).(time.Duration)
 	if !ok {
 		due = MaxNodeTimeout
@@ -400,7 +438,7 @@ func (p *pipe) call(ctx context.Context, cmd string, args ...interface{}) (inter
 		}
 	}
 	w := &blockingCall{ready: make(chan struct{})}
-	if err := p.send(time.Now().Add(due), w, cmd, args); err != nil {
+	if err := p.queue(time.Now().Add(due), w, sc, cmd, args); err != nil {
 		return nil, err
 	}
 	select {
@@ -513,6 +551,27 @@ func (p *pipe) reader() {
 			return
 		}
 		cl := p.waiting.pop()
+		if cl.sc != nil && isNoScript(err) {
+			// The node lost the script since this connection loaded it.
+			// Sent again now, at the end of the queue, the command would
+			// run after commands queued behind it that have already run:
+			// only with nothing queued behind it does it go again, as EVAL.
+			// Otherwise it fails, known not to have run.
+			p.loaded[cl.sc] = p.waiting.n == 0 && p.broken == nil
+			if p.loaded[cl.sc] {
+				serr := p.c.Send("EVAL", evalArgs(cl.sc, cl.args)...)
+				if serr == nil {
+					p.waiting.push(cl)
+					p.unflushed = true
+					p.flushLocked() // a failure leaves p.broken set: the reader fails the pipe, cl with it
+					p.mu.Unlock()
+					continue
+				}
+				abort(p.c) // as in queue
+				p.broken = serr
+			}
+			err = fmt.Errorf("%w (the node lost the script while commands were queued behind this one; not sent again, so that they keep their order)", err)
+		}
 		p.mu.Unlock()
 		cl.to.complete(reply, err)
 	}

@@ -105,7 +105,8 @@ func TestPipelineRecoversFromPausedNode(t *testing.T) {
 }
 
 // Scripts flushed between calls: EVALSHA fails with NOSCRIPT and the
-// transport falls back to EVAL, on both transports.
+// transport falls back to EVAL, on both transports (the pipelined one
+// because nothing is queued behind the command; see TestNoScriptKeepsOrder).
 func TestScriptFlushFallback(t *testing.T) {
 	for _, pipelined := range []bool{true, false} {
 		t.Run(fmt.Sprint("pipelined=", pipelined), func(t *testing.T) {
@@ -124,6 +125,51 @@ func TestScriptFlushFallback(t *testing.T) {
 				}
 				require.NoError(t, l.Unlock(ctx))
 			}
+		})
+	}
+}
+
+// A script's command that meets NOSCRIPT on a pipelined connection (the
+// node lost its scripts while the connection was open) goes again as EVAL
+// only if nothing was queued behind it: sent again at the end of the queue,
+// it would run after commands that were queued after it and have already
+// run. Here a SET by script, then a DEL of the same key: in order, the key
+// is gone.
+func TestNoScriptKeepsOrder(t *testing.T) {
+	servers, c := cluster(t, 1, WithNodeTimeout(5*time.Second))
+	s, tr := servers[0], c.nodes[0].t.(*pipeTransport)
+	set := newScript(1, "return redis.call('SET', KEYS[1], ARGV[1])")
+	ctx := context.Background()
+	_, err := tr.eval(ctx, set, "k", "loaded")
+	require.NoError(t, err)
+	require.Zero(t, nodeCalls(t, servers, "evalsha"), "a script's first command on a connection goes as EVAL, meeting no NOSCRIPT")
+	for _, behind := range []bool{false, true} {
+		t.Run(fmt.Sprint("behind=", behind), func(t *testing.T) {
+			do(t, s, "DEL", "k")
+			do(t, s, "SCRIPT", "FLUSH")
+			evalSHAs := nodeCalls(t, servers, "evalsha")
+			do(t, s, "CLIENT", "PAUSE", 500, "ALL") // both commands queue before either runs
+			res := make(chan error, 1)
+			go func() {
+				_, err := tr.eval(ctx, set, "k", "x")
+				res <- err
+			}()
+			time.Sleep(50 * time.Millisecond)
+			if behind {
+				_, err := tr.do(ctx, "DEL", "k")
+				require.NoError(t, err)
+			}
+			err := <-res
+			v, _ := redis.String(s.Do("GET", "k"))
+			if behind {
+				require.ErrorContains(t, err, "NOSCRIPT")
+				require.True(t, isReplyError(err), "a reply: the command did not run")
+				assert.Empty(t, v, "the SET ran after the DEL queued behind it")
+			} else {
+				require.NoError(t, err, "sent again as EVAL")
+				assert.Equal(t, "x", v)
+			}
+			assert.Equal(t, int64(1), nodeCalls(t, servers, "evalsha")-evalSHAs, "sent as EVALSHA once the connection had loaded the script")
 		})
 	}
 }

@@ -8,8 +8,11 @@ import (
 )
 
 // The Lua scripts run atomically on each node. Keys and tokens are always
-// passed as KEYS/ARGV, never spliced into the script text. redis.Script sends
-// EVALSHA and falls back to EVAL on NOSCRIPT (a flushed or restarted node).
+// passed as KEYS/ARGV, never spliced into the script text. Without
+// pipelining, redis.Script sends EVALSHA and falls back to EVAL on NOSCRIPT
+// (a flushed or restarted node); the pipelined transport sends EVAL first
+// on each connection and falls back only where that keeps the connection's
+// order (pipe.sendScript).
 
 var (
 	//go:embed scripts/queue.lua
