@@ -198,9 +198,13 @@ func (c *Client) observe(n *node, si serverInfo) string {
 
 // suspect marks n for a run_id check before its next operation after a
 // connection-level failure (not a Redis error reply): the server may have
-// restarted behind a pool whose dials the Client cannot see.
+// restarted behind a pool whose dials the Client cannot see. A caller that
+// cancelled is no such failure (a per-node timeout ends its call with
+// context.DeadlineExceeded, the caller's cancellation with Canceled): until
+// the check is done, the node's commands take the blocking path, where
+// those of different operations are not kept in order.
 func (c *Client) suspect(n *node, err error) {
-	if c.cfg.guard == guardOff || err == nil || isReplyError(err) || errors.Is(err, ErrNodeGuarded) {
+	if c.cfg.guard == guardOff || err == nil || isReplyError(err) || errors.Is(err, ErrNodeGuarded) || errors.Is(err, context.Canceled) {
 		return
 	}
 	n.mu.Lock()

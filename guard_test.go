@@ -219,6 +219,41 @@ func TestGuardCheckedAfterDial(t *testing.T) {
 	}
 }
 
+// A call the caller cancels says nothing about the node: it does not mark
+// the node for a restart check (which would send its next commands down the
+// blocking path, out of order with those already queued). A call that
+// outlives the per-node timeout does.
+func TestCallerCancelDoesNotSuspectNode(t *testing.T) {
+	servers, c := cluster(t, 1)
+	warm(t, c)
+	n := c.nodes[0]
+	one := newScript(0, "return 1")
+	suspected := func() bool {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.g.recheck
+	}
+	for _, cancelled := range []bool{true, false} {
+		do(t, servers[0], "CLIENT", "PAUSE", 300, "ALL")
+		base := context.WithValue(context.Background(), nodeTimeoutKey{}, 5*time.Second)
+		ctx, cancel := context.WithTimeout(base, 50*time.Millisecond)
+		if cancelled {
+			ctx, cancel = context.WithCancel(base)
+			time.AfterFunc(50*time.Millisecond, cancel)
+		}
+		_, err := c.eval(ctx, n, one)
+		cancel()
+		if cancelled {
+			require.ErrorIs(t, err, context.Canceled)
+			assert.False(t, suspected(), "a cancelled call marked the node")
+		} else {
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			assert.True(t, suspected(), "a timed-out call did not mark the node")
+		}
+		time.Sleep(300 * time.Millisecond) // the pause ends
+	}
+}
+
 func TestRestartGuardOff(t *testing.T) {
 	servers, c := cluster(t, 3, WithoutRestartGuard())
 	ctx := context.Background()
