@@ -420,7 +420,7 @@ func TestLocalQueueRanksGrow(t *testing.T) {
 // waits, each of its calls at most once per streak, so a worker that comes
 // back for the lock never laps the other Client's waiter. Here three
 // workers of one Client against one of another: without that bound the
-// three took turns MaxHandoffsInClient (8) times in a row.
+// three took turns MaxHandoffsInClient (16) times in a row.
 func TestHandoffsInClientDoNotLap(t *testing.T) {
 	servers, _ := cluster(t, 5)
 	a, b := dial(t, servers, WithNodeTimeout(time.Second)), dial(t, servers, WithNodeTimeout(time.Second))
