@@ -248,7 +248,13 @@ func TestHandoffsLeaveNothingBehind(t *testing.T) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
 			for time.Now().Before(deadline) {
-				wctx, cancel := context.WithTimeout(ctx, time.Duration(rng.IntN(3000))*time.Microsecond)
+				wait := time.Duration(rng.IntN(3000)) * time.Microsecond
+				if w == 0 {
+					// One worker that waits long enough to get the lock on
+					// a starved machine too: the lock changes hands.
+					wait = 200 * time.Millisecond
+				}
+				wctx, cancel := context.WithTimeout(ctx, wait)
 				l, err := c.Lock(wctx, "k", time.Minute)
 				cancel()
 				if err != nil {
