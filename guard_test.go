@@ -254,6 +254,29 @@ func TestCallerCancelDoesNotSuspectNode(t *testing.T) {
 	}
 }
 
+// A pipelined connection that fails marks its node for a restart check
+// even when nobody waits for the failed command's outcome any more: here
+// its caller cancelled (which by itself marks nothing), then the node
+// dropped the connection.
+func TestFailedConnectionMarksNode(t *testing.T) {
+	servers, c := cluster(t, 1, WithNodeTimeout(5*time.Second))
+	warm(t, c)
+	n := c.nodes[0]
+	suspected := func() bool {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.g.recheck
+	}
+	do(t, servers[0], "CLIENT", "PAUSE", 1000, "WRITE")
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), nodeTimeoutKey{}, 5*time.Second))
+	time.AfterFunc(50*time.Millisecond, cancel)
+	_, err := c.eval(ctx, n, newScript(1, "return redis.call('SET', KEYS[1], 'x')"), "k")
+	require.ErrorIs(t, err, context.Canceled)
+	require.False(t, suspected(), "the cancellation marked the node")
+	do(t, servers[0], "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+	assert.Eventually(t, suspected, 2*time.Second, time.Millisecond, "the failed connection did not mark the node")
+}
+
 func TestRestartGuardOff(t *testing.T) {
 	servers, c := cluster(t, 3, WithoutRestartGuard())
 	ctx := context.Background()

@@ -114,7 +114,7 @@ func (t *pipeTransport) dial(done chan struct{}) {
 		if t.closed {
 			c.Close()
 		} else {
-			t.cur = newPipe(c, nc, t.pool.onClosed, &t.wg)
+			t.cur = newPipe(c, nc, t.pool.doubt, &t.wg)
 		}
 	}
 	close(done)
@@ -220,12 +220,14 @@ type completer interface {
 }
 
 // call is one command waiting for its reply. For a script's command, sc
-// and its EVALSHA arguments, to send it again (see reader).
+// and its EVALSHA arguments, to send it again (see reader), and whether it
+// went as EVAL.
 type call struct {
 	deadline time.Time
 	to       completer
 	sc       *script
 	args     []interface{}
+	eval     bool
 }
 
 // calls is the FIFO of commands awaiting replies: a ring that grows as
@@ -278,9 +280,9 @@ func (q *calls) drain() []call {
 
 // pipe is one pipelined connection.
 type pipe struct {
-	c        redis.Conn
-	nc       net.Conn    // the socket under c, if known (our own dialer): checked after an idle spell
-	onClosed func(error) // told when that check finds the connection closed; may be nil
+	c     redis.Conn
+	nc    net.Conn    // the socket under c, if known (our own dialer): checked after an idle spell
+	doubt func(error) // told of signs of a restart (poolTransport.doubt); may be nil
 
 	mu      sync.Mutex    // guards the fields below and Send on c
 	waiting calls         // sent (or buffered), in order, awaiting replies
@@ -298,8 +300,8 @@ type pipe struct {
 	recv   chan struct{} // wakes an idle reader
 }
 
-func newPipe(c redis.Conn, nc net.Conn, onClosed func(error), wg *sync.WaitGroup) *pipe {
-	p := &pipe{c: c, nc: nc, onClosed: onClosed, deadCh: make(chan struct{}), flush: make(chan struct{}, 1), recv: make(chan struct{}, 1)}
+func newPipe(c redis.Conn, nc net.Conn, doubt func(error), wg *sync.WaitGroup) *pipe {
+	p := &pipe{c: c, nc: nc, doubt: doubt, deadCh: make(chan struct{}), flush: make(chan struct{}, 1), recv: make(chan struct{}, 1)}
 	wg.Add(2)
 	go func() { defer wg.Done(); p.writer() }()
 	go func() { defer wg.Done(); p.reader() }()
@@ -366,20 +368,20 @@ func (p *pipe) queue(deadline time.Time, to completer, sc *script, cmd string, a
 			abort(p.c)
 			p.broken = err
 			p.mu.Unlock()
-			if p.onClosed != nil {
-				p.onClosed(err) // before the caller's next look at the node
+			if p.doubt != nil {
+				p.doubt(err) // before the caller's next look at the node
 			}
 			signal(p.recv) // the reader fails the pipe; the caller goes to a new one
 			return &notSentError{err: err, pipe: p}
 		}
 	}
-	sent := args
+	sent, eval := args, false
 	if sc != nil && !p.loaded[sc] {
 		if p.loaded == nil {
 			p.loaded = make(map[*script]bool)
 		}
-		p.loaded[sc] = true
-		cmd, sent = "EVAL", evalArgs(sc, args)
+		p.loaded[sc] = true // for the commands queued behind; see reader
+		cmd, sent, eval = "EVAL", evalArgs(sc, args), true
 	}
 	if err := p.c.Send(cmd, sent...); err != nil {
 		// redigo buffers Send; an error means the connection already
@@ -393,7 +395,7 @@ func (p *pipe) queue(deadline time.Time, to completer, sc *script, cmd string, a
 	}
 	cl := call{deadline: deadline, to: to}
 	if sc != nil {
-		cl.sc, cl.args = sc, args
+		cl.sc, cl.args, cl.eval = sc, args, eval
 	}
 	p.waiting.push(cl)
 	p.unflushed = true
@@ -551,30 +553,64 @@ func (p *pipe) reader() {
 			return
 		}
 		cl := p.waiting.pop()
-		if cl.sc != nil && isNoScript(err) {
-			// The node lost the script since this connection loaded it.
-			// Sent again now, at the end of the queue, the command would
-			// run after commands queued behind it that have already run:
-			// only with nothing queued behind it does it go again, as EVAL.
-			// Otherwise it fails, known not to have run.
-			p.loaded[cl.sc] = p.waiting.n == 0 && p.broken == nil
-			if p.loaded[cl.sc] {
+		lost := false
+		switch {
+		case cl.sc == nil || !isReplyError(err):
+		case cl.eval && !isNoPerm(err):
+			// The EVAL failed: it may have been refused before the script
+			// was loaded (BUSY, LOADING on a restarted node), so the next
+			// command goes as EVAL too. (Not after NOPERM: EVAL is not
+			// allowed, and EVALSHA may be, for a script loaded otherwise.)
+			p.loaded[cl.sc] = false
+		case isNoScript(err):
+			// The node lost the script since this connection loaded it
+			// (SCRIPT FLUSH, eviction, a restart behind a proxy). Sent again
+			// now, at the end of the queue, the command would run after
+			// commands queued behind it that have already run: only with
+			// nothing queued behind it does it go again, as EVAL. Otherwise
+			// it fails, known not to have run.
+			lost = true
+			p.loaded[cl.sc] = false
+			why := "commands were queued behind it, which keep their order"
+			if p.waiting.n == 0 && p.broken == nil {
 				serr := p.c.Send("EVAL", evalArgs(cl.sc, cl.args)...)
 				if serr == nil {
+					p.loaded[cl.sc], cl.eval = true, true
 					p.waiting.push(cl)
 					p.unflushed = true
 					p.flushLocked() // a failure leaves p.broken set: the reader fails the pipe, cl with it
 					p.mu.Unlock()
+					p.doubtScript()
 					continue
 				}
 				abort(p.c) // as in queue
 				p.broken = serr
+				why = "the connection failed"
 			}
-			err = fmt.Errorf("%w (the node lost the script while commands were queued behind this one; not sent again, so that they keep their order)", err)
+			err = fmt.Errorf("%w (the node lost the script; not sent again: %s)", err, why)
 		}
 		p.mu.Unlock()
+		if lost {
+			p.doubtScript()
+		}
 		cl.to.complete(reply, err)
 	}
+}
+
+// errScriptLost is what the Client is told (doubt) when a node answers
+// NOSCRIPT for a script the connection had loaded.
+var errScriptLost = errors.New("redlock: the node lost a script this connection had loaded (SCRIPT FLUSH, script eviction, or a restart behind a proxy)")
+
+func (p *pipe) doubtScript() {
+	if p.doubt != nil {
+		p.doubt(errScriptLost)
+	}
+}
+
+// isNoPerm reports whether err is Redis's NOPERM reply (ACL).
+func isNoPerm(err error) bool {
+	e, ok := err.(redis.Error)
+	return ok && strings.HasPrefix(string(e), "NOPERM ")
 }
 
 // fail marks the connection dead, fails every waiting call with err (their
@@ -593,6 +629,11 @@ func (p *pipe) fail(err error) {
 	p.mu.Unlock()
 	for _, cl := range waiting {
 		cl.to.complete(nil, err)
+	}
+	if p.doubt != nil && !errors.Is(err, ErrClosed) {
+		// Also when nobody waits for a failed command's outcome any more
+		// (its caller gave up): the next command re-checks the node.
+		p.doubt(err)
 	}
 	signal(p.flush) // wakes the writer so it sees dead
 	signal(p.recv)  // and the reader

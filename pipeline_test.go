@@ -134,10 +134,20 @@ func TestScriptFlushFallback(t *testing.T) {
 // only if nothing was queued behind it: sent again at the end of the queue,
 // it would run after commands that were queued after it and have already
 // run. Here a SET by script, then a DEL of the same key: in order, the key
-// is gone.
+// is gone. Either way the node is marked for a restart check: a lost script
+// may mean a restart behind a proxy.
 func TestNoScriptKeepsOrder(t *testing.T) {
 	servers, c := cluster(t, 1, WithNodeTimeout(5*time.Second))
-	s, tr := servers[0], c.nodes[0].t.(*pipeTransport)
+	s, n, tr := servers[0], c.nodes[0], c.nodes[0].t.(*pipeTransport)
+	suspected := func(clear bool) bool {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		was := n.g.recheck
+		if clear {
+			n.g.recheck = false
+		}
+		return was
+	}
 	set := newScript(1, "return redis.call('SET', KEYS[1], ARGV[1])")
 	ctx := context.Background()
 	_, err := tr.eval(ctx, set, "k", "loaded")
@@ -145,6 +155,7 @@ func TestNoScriptKeepsOrder(t *testing.T) {
 	require.Zero(t, nodeCalls(t, servers, "evalsha"), "a script's first command on a connection goes as EVAL, meeting no NOSCRIPT")
 	for _, behind := range []bool{false, true} {
 		t.Run(fmt.Sprint("behind=", behind), func(t *testing.T) {
+			suspected(true)
 			do(t, s, "DEL", "k")
 			do(t, s, "SCRIPT", "FLUSH")
 			evalSHAs := nodeCalls(t, servers, "evalsha")
@@ -154,7 +165,12 @@ func TestNoScriptKeepsOrder(t *testing.T) {
 				_, err := tr.eval(ctx, set, "k", "x")
 				res <- err
 			}()
-			time.Sleep(50 * time.Millisecond)
+			p := tr.live()
+			require.Eventually(t, func() bool {
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				return p.waiting.n == 1
+			}, 400*time.Millisecond, time.Millisecond, "the script's command is queued")
 			if behind {
 				_, err := tr.do(ctx, "DEL", "k")
 				require.NoError(t, err)
@@ -170,8 +186,41 @@ func TestNoScriptKeepsOrder(t *testing.T) {
 				assert.Equal(t, "x", v)
 			}
 			assert.Equal(t, int64(1), nodeCalls(t, servers, "evalsha")-evalSHAs, "sent as EVALSHA once the connection had loaded the script")
+			assert.True(t, suspected(false), "the node was not marked for a restart check")
 		})
 	}
+}
+
+// An EVAL that the node refuses before loading the script (here BUSY: another
+// client's script runs too long) leaves the script unloaded on the
+// connection: the next command goes as EVAL again, not as an EVALSHA bound
+// to meet NOSCRIPT (which, with commands queued behind it, would fail).
+func TestRefusedEvalSendsEvalAgain(t *testing.T) {
+	servers, c := cluster(t, 1, WithNodeTimeout(5*time.Second))
+	s, tr := servers[0], c.nodes[0].t.(*pipeTransport)
+	set := newScript(1, "return redis.call('SET', KEYS[1], ARGV[1])")
+	ctx := context.Background()
+	do(t, s, "CONFIG", "SET", "busy-reply-threshold", 50)
+	busy := make(chan error, 1)
+	go func() {
+		_, err := s.Do("EVAL", "while true do end", 0)
+		busy <- err
+	}()
+	require.Eventually(t, func() bool {
+		_, err := s.Do("PING")
+		return err != nil && strings.HasPrefix(err.Error(), "BUSY")
+	}, 2*time.Second, 10*time.Millisecond, "the node answers BUSY")
+	_, err := tr.eval(ctx, set, "k", "refused") // the script's first command on the connection
+	require.ErrorContains(t, err, "BUSY")
+	_, err = s.Do("SCRIPT", "KILL")
+	require.NoError(t, err)
+	require.Error(t, <-busy, "the long script was killed")
+	evalSHAs := nodeCalls(t, servers, "evalsha")
+	_, err = tr.eval(ctx, set, "k", "v")
+	require.NoError(t, err)
+	assert.Equal(t, evalSHAs, nodeCalls(t, servers, "evalsha"), "the script went as EVAL again")
+	v, _ := redis.String(s.Do("GET", "k"))
+	assert.Equal(t, "v", v)
 }
 
 // The core behaviours hold on the pool-per-call transport too.

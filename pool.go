@@ -256,10 +256,12 @@ type poolTransport struct {
 	pool  Pool
 	owned *redis.Pool // closed by close when the Client dialled it
 	dial  dialFunc    // owned's dialer; nil for pools given to New
-	// onClosed is told when the pipelined transport finds that the node
-	// closed its connection while idle (the Client then re-checks the node
-	// for a restart before its next command); set with onConnect.
-	onClosed func(error)
+	// doubt is told when the pipelined transport sees a sign that the node
+	// may have restarted: a connection failed, the node closed one while
+	// idle, or lost a script one had loaded (the Client then re-checks the
+	// node for a restart before its next command). Set by the Client, for
+	// every pool; err is never a Redis error reply.
+	doubt func(error)
 	// onConnect checks each connection the owned pool establishes; set by
 	// the Client before its first operation, nil for pools given to New.
 	onConnect func(ctx context.Context, c redis.Conn) error

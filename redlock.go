@@ -227,13 +227,15 @@ func build(nodes []*node, cfg config) *Client {
 				defer n.mu.Unlock()
 				return c.guardedErr(n)
 			}
+			// A pipelined connection that fails, or finds the node closed
+			// it or lost a script it had loaded, may mean a restart: the
+			// next command re-checks first, as after a failed one (also
+			// when nobody waits for the failed command's outcome any more).
+			t.doubt = func(err error) { c.suspect(n, err) }
 		}
 		if ok && t.owned != nil {
 			n := n
 			t.onConnect = func(ctx context.Context, conn redis.Conn) error { return c.onConnect(ctx, n, conn) }
-			// A connection the node closed while idle may mean a restart:
-			// the next command re-checks first, as after a failed one.
-			t.onClosed = func(err error) { c.suspect(n, err) }
 		}
 	}
 	c.hub = newHub(c)
