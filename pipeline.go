@@ -20,7 +20,7 @@ import (
 // queued commands and hands each to its completer. Under load many lock
 // operations travel in one write and one read, instead of a connection
 // (and, with redigo's DoContext, a goroutine) each. The fan-out queues its
-// commands directly (pipe.send, fanout.go) and is called back; other
+// commands directly (pipe.sendScript, fanout.go) and is called back; other
 // callers block on a call (pipe.call). A command sent to an idle connection
 // (nothing awaiting a reply) is written by the reader, which has nothing
 // else to do, rather than by the writer: a lone command costs one goroutine
@@ -172,10 +172,11 @@ func notSent(err error) *notSentError {
 	return ns
 }
 
-// isNoScript reports whether err is Redis's NOSCRIPT reply to EVALSHA.
-func isNoScript(err error) bool {
+// replyIs reports whether err is a Redis error reply of the given kind (its
+// first word: NOSCRIPT, NOPERM).
+func replyIs(err error, kind string) bool {
 	e, ok := err.(redis.Error)
-	return ok && strings.HasPrefix(string(e), "NOSCRIPT ")
+	return ok && strings.HasPrefix(string(e), kind+" ")
 }
 
 // eval runs the script over the pipeline (see pipe.sendScript for EVAL and
@@ -326,15 +327,7 @@ const idleCheckAfter = 100 * time.Millisecond
 // a new connection.
 var errClosedWhileIdle = errors.New("redlock: connection closed by the node while idle")
 
-// send queues a command whose reply is due by deadline, for the writer to
-// flush; to receives the outcome. It fails with a *notSentError, and to is
-// never called, if the connection is already dead, or if after an idle
-// spell the node turns out to have closed it.
-func (p *pipe) send(deadline time.Time, to completer, cmd string, args []interface{}) error {
-	return p.queue(deadline, to, nil, cmd, args)
-}
-
-// sendScript is send for sc's EVALSHA with args (script.args). A script's
+// sendScript queues sc's EVALSHA with args (script.args); see queue. A script's
 // first command on a connection goes as EVAL, which loads it, so that its
 // EVALSHA does not meet NOSCRIPT on a fresh node: the usual fallback, EVAL
 // after NOSCRIPT, would run the command after whatever other fan-outs
@@ -354,6 +347,11 @@ func evalArgs(sc *script, args []interface{}) []interface{} {
 	return a
 }
 
+// queue queues a command whose reply is due by deadline, for the writer to
+// flush; to receives the outcome. If sc is not nil, the command is sc's
+// EVALSHA (see sendScript). It fails with a *notSentError, and to is never
+// called, if the connection is already dead, or if after an idle spell the
+// node turns out to have closed it.
 func (p *pipe) queue(deadline time.Time, to completer, sc *script, cmd string, args []interface{}) error {
 	p.mu.Lock()
 	if p.dead != nil {
@@ -480,7 +478,7 @@ func (p *pipe) writer() {
 
 // flushLocked writes the buffered commands, if any; the caller holds p.mu.
 // On a write error it breaks the socket and leaves it to the reader, which
-// sees the cause, to fail the pipe (as send does), and reports false.
+// sees the cause, to fail the pipe (as queue does), and reports false.
 func (p *pipe) flushLocked() bool {
 	if p.broken != nil {
 		return false
@@ -518,7 +516,7 @@ func (p *pipe) reader() {
 				p.idle = false
 			}
 			if p.dead == nil && p.unflushed {
-				p.flushLocked() // see send; a failure leaves p.broken set
+				p.flushLocked() // see queue; a failure leaves p.broken set
 			}
 		}
 		if p.dead != nil {
@@ -553,16 +551,16 @@ func (p *pipe) reader() {
 			return
 		}
 		cl := p.waiting.pop()
-		lost := false
+		lost, resent := false, false
 		switch {
 		case cl.sc == nil || !isReplyError(err):
-		case cl.eval && !isNoPerm(err):
+		case cl.eval && !replyIs(err, "NOPERM"):
 			// The EVAL failed: it may have been refused before the script
 			// was loaded (BUSY, LOADING on a restarted node), so the next
 			// command goes as EVAL too. (Not after NOPERM: EVAL is not
 			// allowed, and EVALSHA may be, for a script loaded otherwise.)
 			p.loaded[cl.sc] = false
-		case isNoScript(err):
+		case replyIs(err, "NOSCRIPT"):
 			// The node lost the script since this connection loaded it
 			// (SCRIPT FLUSH, eviction, a restart behind a proxy). Sent again
 			// now, at the end of the queue, the command would run after
@@ -574,44 +572,34 @@ func (p *pipe) reader() {
 			why := "commands were queued behind it, which keep their order"
 			if p.waiting.n == 0 && p.broken == nil {
 				serr := p.c.Send("EVAL", evalArgs(cl.sc, cl.args)...)
-				if serr == nil {
+				if resent = serr == nil; resent {
 					p.loaded[cl.sc], cl.eval = true, true
 					p.waiting.push(cl)
 					p.unflushed = true
 					p.flushLocked() // a failure leaves p.broken set: the reader fails the pipe, cl with it
-					p.mu.Unlock()
-					p.doubtScript()
-					continue
+				} else {
+					abort(p.c) // as in queue
+					p.broken = serr
+					why = "the connection failed"
 				}
-				abort(p.c) // as in queue
-				p.broken = serr
-				why = "the connection failed"
 			}
-			err = fmt.Errorf("%w (the node lost the script; not sent again: %s)", err, why)
+			if !resent {
+				err = fmt.Errorf("%w (the node lost the script; not sent again: %s)", err, why)
+			}
 		}
 		p.mu.Unlock()
-		if lost {
-			p.doubtScript()
+		if lost && p.doubt != nil {
+			p.doubt(errScriptLost)
 		}
-		cl.to.complete(reply, err)
+		if !resent {
+			cl.to.complete(reply, err)
+		}
 	}
 }
 
 // errScriptLost is what the Client is told (doubt) when a node answers
 // NOSCRIPT for a script the connection had loaded.
 var errScriptLost = errors.New("redlock: the node lost a script this connection had loaded (SCRIPT FLUSH, script eviction, or a restart behind a proxy)")
-
-func (p *pipe) doubtScript() {
-	if p.doubt != nil {
-		p.doubt(errScriptLost)
-	}
-}
-
-// isNoPerm reports whether err is Redis's NOPERM reply (ACL).
-func isNoPerm(err error) bool {
-	e, ok := err.(redis.Error)
-	return ok && strings.HasPrefix(string(e), "NOPERM ")
-}
 
 // fail marks the connection dead, fails every waiting call with err (their
 // outcome is unknown) and breaks the socket, which ends the reader and the
