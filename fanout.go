@@ -103,6 +103,8 @@ type fanout struct {
 	// that answers in time and not only on the quorum that was first.
 	kept atomic.Bool
 
+	undone atomic.Int32 // nodes whose result is not in yet (allDone)
+
 	mu sync.Mutex // guards the slots' state below
 }
 
@@ -149,6 +151,7 @@ func (c *Client) start(ctx context.Context, timeout time.Duration, after *fanout
 		arrived:   make(chan int, n),
 		cancelled: ctx.Done(),
 	}
+	f.undone.Store(int32(n))
 	if c.cfg.obs.observed() {
 		f.took = make([]time.Duration, n)
 		f.t0 = c.cfg.clock.Now()
@@ -415,6 +418,7 @@ func (f *fanout) finish(i int, r result, t0 time.Time, cancelling bool) {
 		return
 	}
 	s.done = true
+	f.undone.Add(-1)
 	f.results[i] = r
 	if f.took != nil {
 		f.took[i] = took
@@ -464,6 +468,10 @@ func (f *fanout) next() int {
 		}
 	}
 }
+
+// allDone reports whether every node's result is in; it never blocks, nor
+// takes a lock.
+func (f *fanout) allDone() bool { return f.undone.Load() == 0 }
 
 // isDone reports whether node i's result is in; it never blocks.
 func (f *fanout) isDone(i int) bool {

@@ -3,6 +3,7 @@ package redlock
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -395,11 +396,11 @@ func TestLocalQueueRanksGrow(t *testing.T) {
 	head := newWaiter("c", now, time.Second)
 	second := newWaiter("c", now.Add(-time.Second), time.Second) // read the clock first, entered second
 	third := newWaiter("c", now.Add(-time.Second), time.Second)
-	s, _, err := q.enter(ctx, nil, "k", head)
+	s, err := q.enter(ctx, nil, "k", head)
 	require.NoError(t, err)
-	go func() { _, _, _ = q.enter(ctx, nil, "k", second) }()
+	go func() { _, _ = q.enter(ctx, nil, "k", second) }()
 	require.Eventually(t, func() bool { return q.next(s) == second }, time.Second, time.Millisecond)
-	go func() { _, _, _ = q.enter(ctx, nil, "k", third) }()
+	go func() { _, _ = q.enter(ctx, nil, "k", third) }()
 	require.Eventually(t, func() bool {
 		q.mu.Lock()
 		defer q.mu.Unlock()
@@ -485,4 +486,33 @@ func TestHandoffsInClientDoNotLap(t *testing.T) {
 	// the rule (a's workers hold the lock long enough for the others to
 	// queue, so a's handoffs never run dry on their own).
 	assert.LessOrEqual(t, longest, 9, "a's workers lapped b's waiter (w: b's call begins): %s", order)
+}
+
+// pending keeps the fan-outs that may still register a waiter on some node
+// (not finished everywhere), once each, and adds the new one: a waiter's
+// leave must follow each of them (leaveQueues).
+func TestPendingRegistrations(t *testing.T) {
+	mk := func(undone int32) *fanout {
+		f := &fanout{}
+		f.undone.Store(undone)
+		return f
+	}
+	done, busy, other, added := mk(0), mk(2), mk(1), mk(3)
+	tests := []struct {
+		name string
+		in   []*fanout
+		add  *fanout
+		want []*fanout
+	}{
+		{"first", nil, added, []*fanout{added}},
+		{"finished ones dropped", []*fanout{done, busy}, added, []*fanout{busy, added}},
+		{"pending ones kept in order", []*fanout{busy, other}, added, []*fanout{busy, other, added}},
+		{"added once", []*fanout{added, busy}, added, []*fanout{busy, added}},
+		{"finished one added again is kept last", []*fanout{busy}, done, []*fanout{busy, done}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, pending(slices.Clone(tt.in), tt.add))
+		})
+	}
 }

@@ -77,9 +77,11 @@ type waiter struct {
 	kick chan struct{} // buffered 1: the lock it waits behind (behind) is being released by this Client
 
 	// Set when the previous head registered this call behind itself in the
-	// nodes' queues (guarded by keyQueue.mu): lined is that acquire, behind
-	// what to wait for if that head got the lock.
-	lined  *fanout
+	// nodes' queues (guarded by keyQueue.mu): lined holds the fan-outs that
+	// did (its attempts, the release that handed it the lock) and may not
+	// have run on every node yet, since the call's leave must run after
+	// each of them; behind is what to wait for if that head got the lock.
+	lined  []*fanout
 	behind *miss
 	// gone is set (guarded by keyQueue.mu) when the call left its
 	// Client's queue: a head that registered it after that leaves the
@@ -210,11 +212,9 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 	ttl = wireTTL(ttl)
 	name := c.cfg.keyPrefix + key
 	wt := newWaiter(c.wid, c.cfg.clock.Now(), ttl) // ranked by when the call began, also against other Clients
-	slot, lined, err := c.queue.enter(ctx, c.done, name, wt)
+	slot, err := c.queue.enter(ctx, c.done, name, wt)
 	if err != nil {
-		if lined != nil { // registered behind a head that has gone on
-			c.leaveQueue(ctx, name, wt, &miss{acq: lined}, ttl)
-		}
+		c.leaveQueues(ctx, name, wt, nil, nil, ttl) // registered behind a head that has gone on
 		c.dropHandoff(name, c.queue.takeHandoff(wt))
 		return nil, fmt.Errorf("%w: %q: waiting behind other Lock calls of this Client: %w", ErrNotObtained, key, err)
 	}
@@ -232,12 +232,13 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 	// other waiter, without an attempt of our own.
 	m := c.queue.behind(wt)
 	splits := 0
-	kicked := false // made heir by this Client's Unlock (errKicked)
+	kicked := false   // made heir by this Client's Unlock (errKicked)
+	var own []*fanout // our missed attempts that may not have run everywhere (leaveQueues)
 	for {
 		if m != nil && w != nil {
 			werr := c.waitRelease(ctx, slot, w, wt, m, splits)
 			if kicked = werr == errKicked; werr != nil && !kicked {
-				c.leaveQueue(ctx, name, wt, m, ttl)
+				c.leaveQueues(ctx, name, wt, m, own, ttl)
 				return nil, fmt.Errorf("%w: %q: %w", ErrNotObtained, key, werr)
 			}
 		}
@@ -265,6 +266,9 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 			l, mm, err = c.attempt(ctx, key, ttl, wt, next)
 		}
 		m = mm
+		if m != nil && m.acq != nil {
+			own = pending(own, m.acq)
+		}
 		if next != nil {
 			var acq *fanout
 			var behind *miss
@@ -282,7 +286,7 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 			return l, nil
 		}
 		if cerr := ctx.Err(); cerr != nil || errors.Is(err, ErrClosed) {
-			c.leaveQueue(ctx, name, wt, m, ttl)
+			c.leaveQueues(ctx, name, wt, m, own, ttl)
 			if cerr != nil && !errors.Is(err, cerr) {
 				// ctx ended after the attempt's error was made: it must
 				// still match ctx's error, as documented.
@@ -316,11 +320,35 @@ func (c *Client) Lock(ctx context.Context, key string, ttl time.Duration) (*Lock
 		}
 		werr := c.waitRelease(ctx, slot, w, wt, m, splits)
 		if kicked = werr == errKicked; werr != nil && !kicked {
-			c.leaveQueue(ctx, name, wt, m, ttl)
+			c.leaveQueues(ctx, name, wt, m, own, ttl)
 			return nil, &opError{msg: err.Error() + ": " + werr.Error(), causes: []error{err, werr}}
 		}
 		m = nil
 	}
+}
+
+// leaveQueues removes the Lock call w, which gives up, from the nodes'
+// queues, behind its last attempt m (leaveQueue) and, in the background,
+// behind every other fan-out that may have registered it there and not run
+// on every node yet: its earlier attempts (own) and those of the calls
+// ahead of it (keyQueue.line). Each leave runs on a node after the command
+// it follows, so no registration lands after the call has left. Without m
+// (the call never attempted), the last registration of the calls ahead of
+// it takes m's place.
+func (c *Client) leaveQueues(ctx context.Context, name string, w *waiter, m *miss, own []*fanout, ttl time.Duration) {
+	fs := append(slices.Clone(own), c.queue.linedOf(w)...)
+	if m == nil || m.acq == nil {
+		if len(fs) == 0 {
+			return
+		}
+		m, fs = &miss{acq: fs[len(fs)-1]}, fs[:len(fs)-1]
+	}
+	for _, f := range fs {
+		if f != m.acq && !f.allDone() {
+			go c.leaveQueue(ctx, name, w, &miss{acq: f}, ttl)
+		}
+	}
+	c.leaveQueue(ctx, name, w, m, ttl)
 }
 
 // leaveQueue removes the Lock call w, which gives up, from the nodes' queues
@@ -461,10 +489,9 @@ type keySlot struct {
 }
 
 // enter queues the call wt and waits for its turn; leave must follow. When
-// it gives up, it has left, and it returns the acquire that registered wt
-// behind its head in the nodes' queues, if any, for the caller to leave
-// them.
-func (q *keyQueue) enter(ctx context.Context, closed <-chan struct{}, name string, wt *waiter) (*keySlot, *fanout, error) {
+// it gives up, it has left; the caller then leaves the nodes' queues, where
+// its head may have registered it (leaveQueues).
+func (q *keyQueue) enter(ctx context.Context, closed <-chan struct{}, name string, wt *waiter) (*keySlot, error) {
 	q.mu.Lock()
 	if q.m == nil {
 		q.m = map[string]*keySlot{}
@@ -488,16 +515,14 @@ func (q *keyQueue) enter(ctx context.Context, closed <-chan struct{}, name strin
 	var err error
 	select {
 	case <-wt.turn:
-		return s, nil, nil
+		return s, nil
 	case <-ctx.Done():
 		err = ctx.Err()
 	case <-closed:
 		err = ErrClosed
 	}
 	q.leave(name, s, wt)
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return nil, wt.lined, err
+	return nil, err
 }
 
 // leave removes wt from the key's queue, handing the turn on if it was the
@@ -543,8 +568,28 @@ func (q *keyQueue) next(s *keySlot) *waiter {
 func (q *keyQueue) line(wt *waiter, acq *fanout, behind *miss) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	wt.lined, wt.behind = acq, behind
+	wt.lined, wt.behind = pending(wt.lined, acq), behind
 	return !wt.gone
+}
+
+// pending returns fs without the fan-outs that have finished on every node
+// (what they registered there is in place, or never will be), with f added.
+func pending(fs []*fanout, f *fanout) []*fanout {
+	out := fs[:0]
+	for _, g := range fs {
+		if g != f && !g.allDone() {
+			out = append(out, g)
+		}
+	}
+	return append(out, f)
+}
+
+// lined returns the fan-outs that registered wt behind its head and may not
+// have run everywhere yet.
+func (q *keyQueue) linedOf(wt *waiter) []*fanout {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return slices.Clone(wt.lined)
 }
 
 // heir returns the handoff of the lock whose token is about to be released
@@ -602,15 +647,13 @@ func (q *keyQueue) kick(h *handoff) bool {
 	return true
 }
 
-// lineUnset records that acq registered wt behind its head unless a
-// registration is recorded already (line); it reports false if wt has
-// left its queue, as line does.
+// lineUnset records that acq registered wt behind its head, as line does,
+// leaving what wt waits for unchanged; it reports false if wt has left its
+// queue.
 func (q *keyQueue) lineUnset(wt *waiter, acq *fanout) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if wt.lined == nil {
-		wt.lined = acq
-	}
+	wt.lined = pending(wt.lined, acq)
 	return !wt.gone
 }
 
