@@ -584,7 +584,7 @@ func pending(fs []*fanout, f *fanout) []*fanout {
 	return append(out, f)
 }
 
-// lined returns the fan-outs that registered wt behind its head and may not
+// linedOf returns the fan-outs that registered wt behind its head and may not
 // have run everywhere yet.
 func (q *keyQueue) linedOf(wt *waiter) []*fanout {
 	q.mu.Lock()
