@@ -539,8 +539,17 @@ func (p *pipe) reader() {
 		}
 		reply, err := redis.ReceiveWithTimeout(p.c, timeout)
 		if err != nil && !isReplyError(err) { // a Redis error reply is a reply
-			if isTimeout(err) {
+			switch {
+			case isTimeout(err):
 				err = fmt.Errorf("%w (pipelined connection)", ErrNodeTimeout)
+			case errors.Is(err, net.ErrClosed):
+				// We broke the socket under this read, after a write
+				// failed (queue, flushLocked): that failure is the cause.
+				p.mu.Lock()
+				if p.broken != nil {
+					err = p.broken
+				}
+				p.mu.Unlock()
 			}
 			p.fail(err)
 			return
