@@ -272,7 +272,7 @@ func (c *Client) dropHandoff(name string, h *handoff) {
 func (c *Client) unhand(ctx context.Context, name string, h *handoff) {
 	<-h.done
 	timeout := c.cfg.nodeTimeoutFor(h.heir.ttl)
-	if h.next != nil && !c.queue.lineUnset(h.next, h.f) {
+	if h.next != nil && !c.queue.lineOnly(h.next, h.f) {
 		c.leaveQueue(ctx, name, h.next, &miss{acq: h.f}, h.next.ttl)
 	}
 	rel := c.release(ctx, h.f, name, h.token, "", nil, timeout)

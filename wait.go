@@ -647,10 +647,10 @@ func (q *keyQueue) kick(h *handoff) bool {
 	return true
 }
 
-// lineUnset records that acq registered wt behind its head, as line does,
+// lineOnly records that acq registered wt behind its head, as line does,
 // leaving what wt waits for unchanged; it reports false if wt has left its
 // queue.
-func (q *keyQueue) lineUnset(wt *waiter, acq *fanout) bool {
+func (q *keyQueue) lineOnly(wt *waiter, acq *fanout) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	wt.lined = pending(wt.lined, acq)
