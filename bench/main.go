@@ -59,7 +59,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var addrs, workers, holds, procs, libs string
 	fs.IntVar(&o.nodes, "nodes", 5, "number of local redis-server nodes to start (ignored with -addrs)")
 	fs.StringVar(&addrs, "addrs", "", "comma-separated host:port of existing nodes to use instead")
-	fs.DurationVar(&o.duration, "duration", 3*time.Second, "measuring time per configuration")
+	// A handoff run lasts several times the longest waits the peer shows
+	// (2-3 s at 64 workers): no wait can be longer than the run, and waits
+	// near its length are seen only if they began near its start.
+	duration := 3 * time.Second
+	if mode == "handoff" {
+		duration = 10 * time.Second
+	}
+	fs.DurationVar(&o.duration, "duration", duration, "measuring time per configuration")
 	fs.StringVar(&o.svg, "svg", "", "write a chart of cycles/s against workers to this file (distinct mode)")
 	switch mode {
 	case "distinct":
@@ -128,13 +135,17 @@ type stats struct {
 	Ops      int64           `json:"ops"`
 	Failures int64           `json:"failures"`
 	Lat      []time.Duration `json:"lat"` // per op: cycle latency, or wait for the lock
-	Elapsed  time.Duration   `json:"elapsed"`
-	Key      string          `json:"-"`
+	// Unfinished counts the waits still running when the run ended (handoff
+	// mode); Lat holds each at its length so far, a lower bound.
+	Unfinished int64         `json:"unfinished"`
+	Elapsed    time.Duration `json:"elapsed"`
+	Key        string        `json:"-"`
 }
 
 func (s *stats) merge(o stats) {
 	s.Ops += o.Ops
 	s.Failures += o.Failures
+	s.Unfinished += o.Unfinished
 	s.Lat = append(s.Lat, o.Lat...)
 	s.Elapsed = max(s.Elapsed, o.Elapsed)
 }
@@ -179,7 +190,7 @@ func distinct(o options, stdout, stderr io.Writer) int {
 		for range o.slices {
 			for _, lib := range o.libs {
 				l := lockers[lib]
-				s := measure(w, o.duration/time.Duration(o.slices), func(ctx context.Context, worker int) (time.Duration, bool) {
+				s := measure(w, o.duration/time.Duration(o.slices), false, func(ctx context.Context, worker int) (time.Duration, bool) {
 					start := time.Now()
 					ok := l.cycle(ctx, fmt.Sprintf("bench/%s/%d", lib, worker))
 					return time.Since(start), ok
@@ -219,7 +230,13 @@ func distinct(o options, stdout, stderr io.Writer) int {
 }
 
 // measure runs op from w workers for d and collects latencies.
-func measure(w int, d time.Duration, op func(ctx context.Context, worker int) (time.Duration, bool)) *stats {
+//
+// With unfinished (waits for a lock), the ops that the end of the run finds
+// in progress are kept: one that got the lock counts as done, one cut short
+// is kept in Lat at its length so far (the wait lasted that long at least).
+// Dropping them would leave out the longest waits, those still running when
+// the run ends, and flatter a locker whose waiters starve.
+func measure(w int, d time.Duration, unfinished bool, op func(ctx context.Context, worker int) (time.Duration, bool)) *stats {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var mu sync.Mutex
@@ -234,6 +251,14 @@ func measure(w int, d time.Duration, op func(ctx context.Context, worker int) (t
 			for ctx.Err() == nil {
 				lat, ok := op(ctx, i)
 				if ctx.Err() != nil {
+					if unfinished { // a wait that ended as the run did, or was cut short
+						if ok {
+							s.Ops++
+						} else {
+							s.Unfinished++
+						}
+						s.Lat = append(s.Lat, lat)
+					}
 					break
 				}
 				if ok {
@@ -258,7 +283,7 @@ func measure(w int, d time.Duration, op func(ctx context.Context, worker int) (t
 // client) or spread over several processes.
 func handoff(o options, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "\nhot key handoffs (blocking Lock), %v per configuration\n", o.duration)
-	fmt.Fprintf(stdout, "%-8s %7s %5s %6s %11s %10s %10s %10s %9s\n", "lib", "workers", "procs", "hold", "handoffs/s", "p50 wait", "p99 wait", "max wait", "failures")
+	fmt.Fprintf(stdout, "%-8s %7s %5s %6s %11s %10s %10s %10s %9s %10s\n", "lib", "workers", "procs", "hold", "handoffs/s", "p50 wait", "p99 wait", "max wait", "failures", "unfinished")
 	// The reference: one uncontended worker's cycle rate on one key.
 	for _, lib := range o.libs {
 		s, err := runProcs(o, lib, 1, 1, 0)
@@ -266,8 +291,7 @@ func handoff(o options, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "bench:", err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "%-8s %7d %5d %6v %11.0f %10v %10v %10v %9d   (uncontended reference)\n", lib, 1, 1, time.Duration(0),
-			s.rate(), s.pct(0.5).Round(time.Microsecond), s.pct(0.99).Round(time.Microsecond), s.pct(1).Round(time.Microsecond), s.Failures)
+		handoffRow(stdout, lib, 1, 1, 0, s, "  (uncontended reference)")
 	}
 	for _, w := range o.workers {
 		for _, hold := range o.holds {
@@ -278,14 +302,19 @@ func handoff(o options, stdout, stderr io.Writer) int {
 						fmt.Fprintln(stderr, "bench:", err)
 						return 1
 					}
-					fmt.Fprintf(stdout, "%-8s %7d %5d %6v %11.0f %10v %10v %10v %9d %s\n", lib, w, p, hold, s.rate(),
-						s.pct(0.5).Round(time.Microsecond), s.pct(0.99).Round(time.Microsecond), s.pct(1).Round(time.Microsecond), s.Failures,
-						leftover(o.addrs, s.Key))
+					handoffRow(stdout, lib, w, p, hold, s, leftover(o.addrs, s.Key))
 				}
 			}
 		}
 	}
 	return 0
+}
+
+// handoffRow prints one configuration's line of the handoff table. Waits
+// still running when the run ended count at their length so far (measure).
+func handoffRow(stdout io.Writer, lib string, w, p int, hold time.Duration, s *stats, note string) {
+	fmt.Fprintf(stdout, "%-8s %7d %5d %6v %11.0f %10v %10v %10v %9d %10d %s\n", lib, w, p, hold, s.rate(),
+		s.pct(0.5).Round(time.Microsecond), s.pct(0.99).Round(time.Microsecond), s.pct(1).Round(time.Microsecond), s.Failures, s.Unfinished, note)
 }
 
 // runProcs runs w workers of lib spread over p child processes, all on one
@@ -348,7 +377,7 @@ func child(args []string, stdout, stderr io.Writer) int {
 	}
 	defer l.close()
 	time.Sleep(time.Until(time.Unix(0, *startAt)))
-	s := measure(*workers, *duration, func(ctx context.Context, _ int) (time.Duration, bool) {
+	s := measure(*workers, *duration, true, func(ctx context.Context, _ int) (time.Duration, bool) {
 		start := time.Now()
 		unlock, ok := l.lock(ctx, *key)
 		wait := time.Since(start)
