@@ -40,9 +40,14 @@ type benchConfig struct {
 
 // benchResult is what a run measured.
 type benchResult struct {
-	elapsed          time.Duration
+	elapsed time.Duration
+	// acquire holds every Lock's wait, including the unfinished ones that
+	// the end of the run cut short, each at its length so far (a lower
+	// bound: leaving them out would leave out the longest waits); release
+	// holds one Unlock per cycle.
 	acquire, release []time.Duration
 	failed           int
+	unfinished       int
 }
 
 func benchCommand(args []string, stdout, stderr io.Writer) int {
@@ -102,7 +107,7 @@ func benchCommand(args []string, stdout, stderr io.Writer) int {
 		cfg.nodes, cfg.workers, cfg.clients, cfg.keys, cfg.ttl, cfg.fencing, cfg.duration)
 	r := runBench(context.Background(), cfg, clients)
 	printBench(stdout, r)
-	if len(r.acquire) == 0 {
+	if len(r.release) == 0 {
 		fmt.Fprintln(stderr, "redlock bench: no lock was acquired")
 		return exitFailure
 	}
@@ -125,7 +130,7 @@ func runBench(ctx context.Context, cfg benchConfig, clients []*redlock.Client) b
 			defer wg.Done()
 			c := clients[w%len(clients)]
 			var acq, rel []time.Duration
-			failed := 0
+			failed, unfinished := 0, 0
 			for i := 0; ctx.Err() == nil; i++ {
 				key := fmt.Sprintf("redlock-bench:%d", (w+i*cfg.workers)%cfg.keys)
 				t0 := time.Now()
@@ -133,6 +138,9 @@ func runBench(ctx context.Context, cfg benchConfig, clients []*redlock.Client) b
 				if err != nil {
 					if ctx.Err() == nil {
 						failed++
+					} else {
+						unfinished++
+						acq = append(acq, time.Since(t0))
 					}
 					continue
 				}
@@ -144,6 +152,7 @@ func runBench(ctx context.Context, cfg benchConfig, clients []*redlock.Client) b
 			res.acquire = append(res.acquire, acq...)
 			res.release = append(res.release, rel...)
 			res.failed += failed
+			res.unfinished += unfinished
 			mu.Unlock()
 		}(w)
 	}
@@ -153,7 +162,7 @@ func runBench(ctx context.Context, cfg benchConfig, clients []*redlock.Client) b
 }
 
 func printBench(w io.Writer, r benchResult) {
-	n := len(r.acquire)
+	n := len(r.release)
 	fmt.Fprintf(w, "\n%d acquire/release cycles in %v: %.0f locks/s\n", n, r.elapsed.Round(time.Millisecond), float64(n)/r.elapsed.Seconds())
 	for _, s := range []struct {
 		name string
@@ -163,7 +172,7 @@ func printBench(w io.Writer, r benchResult) {
 		fmt.Fprintf(w, "  %-8s p50 %-10v p90 %-10v p99 %-10v p99.9 %-10v max %v\n", s.name,
 			percentile(s.d, 0.5), percentile(s.d, 0.9), percentile(s.d, 0.99), percentile(s.d, 0.999), percentile(s.d, 1))
 	}
-	fmt.Fprintf(w, "  failed acquisitions %d\n", r.failed)
+	fmt.Fprintf(w, "  failed acquisitions %d, unfinished at the end %d (in acquire, at their wait so far)\n", r.failed, r.unfinished)
 }
 
 // percentile of sorted durations, rounded for display; 0 for none.
