@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,17 +15,28 @@ import (
 	"github.com/redlockgo/redlock/internal/redistest"
 )
 
-// keyGone waits until no node holds key.
+// keyGone waits until no node holds key. If one still does, it fails the
+// test naming each holder's value and remaining TTL, which tells a release
+// that did not land (the test's token, its TTL) from a key another client
+// set.
 func keyGone(t *testing.T, servers []*redistest.Server, key string, within time.Duration) {
 	t.Helper()
-	require.Eventually(t, func() bool {
+	deadline := time.Now().Add(within)
+	for {
+		var left []string
 		for _, s := range servers {
-			if v, _ := holder(t, s, key); v != "" {
-				return false
+			if v, pttl := holder(t, s, key); v != "" {
+				left = append(left, fmt.Sprintf("%s holds %q (pttl %d ms)", s.Addr, v, pttl))
 			}
 		}
-		return true
-	}, within, 10*time.Millisecond, "%q left on a node", key)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%q left on a node after %v: %s", key, within, strings.Join(left, "; "))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // warm makes first contact with every node and brings up the pipelined

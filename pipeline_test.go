@@ -329,7 +329,14 @@ func TestNodesClosingIdleConnections(t *testing.T) {
 			}
 			idle()
 			require.NoError(t, l.Unlock(ctx), "the release after an idle spell")
-			keyGone(t, servers, "k", time.Second)
+			func() {
+				defer func() {
+					if t.Failed() { // keyGone names the holders: ours, or another client's?
+						t.Logf("the released lock's token: %s", l.Token())
+					}
+				}()
+				keyGone(t, servers, "k", time.Second)
+			}()
 			idle()
 			l, err = c.TryLock(ctx, "k", time.Minute)
 			require.NoError(t, err, "the acquire after an idle spell")
