@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -165,6 +166,15 @@ func (s *Server) start() error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if err := s.ping(); err == nil {
+			// The port was free when probed, but another process (a test
+			// package running in parallel) may have bound it since: then
+			// our server fails to bind and exits, and the answer came from
+			// theirs. Sharing it would mix two tests' keys.
+			if err := s.answeredBy(cmd.Process.Pid); err != nil {
+				cmd.Process.Kill()
+				<-exited
+				return err
+			}
 			break
 		}
 		select {
@@ -180,6 +190,31 @@ func (s *Server) start() error {
 	s.mu.Lock()
 	s.cmd, s.out, s.paused = cmd, out, false
 	s.mu.Unlock()
+	return nil
+}
+
+// answeredBy checks that the server answering on the port is the process
+// pid (INFO's process_id). A server that refuses INFO (authentication, ACL)
+// or does not report it is not judged.
+func (s *Server) answeredBy(pid int) error {
+	c, err := s.dial(time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	info, err := redis.String(c.Do("INFO", "server"))
+	if err != nil {
+		var re redis.Error
+		if errors.As(err, &re) {
+			return nil
+		}
+		return err
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok && v != strconv.Itoa(pid) {
+			return fmt.Errorf("port %d answered by another redis-server (pid %s, ours %d)", s.Port, v, pid)
+		}
+	}
 	return nil
 }
 
