@@ -192,7 +192,10 @@ func TestLockServesClientsInOrder(t *testing.T) {
 			res := make([]<-chan lockResult, len(waiters))
 			for n, i := range order {
 				res[i] = lockInBackground(ctx, waiters[i], "k", time.Minute)
-				require.Eventually(t, queued(n+1), 5*time.Second, time.Millisecond, "waiter %d queued on every node", i)
+				// An attempt that timed out on a node under load is made
+				// again within MaxWakeInterval, which registers it there:
+				// allow for two such intervals.
+				require.Eventually(t, queued(n+1), 2*MaxWakeInterval+2*time.Second, time.Millisecond, "waiter %d queued on every node", i)
 				time.Sleep(2 * time.Millisecond) // distinct ranks
 			}
 			time.Sleep(20 * time.Millisecond) // let the waiters settle into waiting
